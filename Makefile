@@ -1,0 +1,34 @@
+# The two quick-start commands: `make train` and `make test`.
+# Both create .venv (unless a virtual environment is already active) and install the project
+# with its dev extra when pyproject.toml changed since the last install.
+SHELL := /bin/bash
+PYTHON ?= python3
+
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dynfx-installed
+
+.PHONY: setup train test test-all
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ""
+
+train: setup
+	@echo "The training framework (models/, conf/, train.py) is not built yet: see README.md."
+	@echo "The dynfx processors are ready to use: see the library snippet in README.md."

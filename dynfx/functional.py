@@ -240,8 +240,9 @@ def transient_gain(
 ) -> Tensor:
     """Transient shaper gain in dB, (B, T), from a (B, T) detector signal.
 
-    Two followers share ``release_ms``; one attacks in ``fast_ms``, the other in ``slow_ms``. Their
-    level difference ``D = L_fast - L_slow`` is large at onsets and near 0 during sustain, and
+    Two followers share ``release_ms``: the fast one attacks in ``fast_ms`` on the detector signal,
+    the slow one attacks in ``slow_ms`` on the fast one's envelope. Their level difference
+    ``D = L_fast - L_slow`` is large at onsets and near or below 0 during sustain and decay, and
     ``phi = smoothstep(D / 6 dB)`` turns it into an onset weight in [0, 1]. A third, hold follower
     (attack ``fast_ms``, release ``4 * release_ms``) tracks the recent note level; ``psi`` is 1
     while the slow level is within 40 dB of it and falls to 0 at 60 dB below it, so decays into
@@ -250,8 +251,11 @@ def transient_gain(
     not depend on the input's scale, and it is causal.
     """
     fast = smooth(d, fast_ms, release_ms, sample_rate, smooth_type)
-    slow = smooth(d, slow_ms, release_ms, sample_rate, smooth_type)
-    hold = smooth(d, fast_ms, HOLD_RELEASE_FACTOR * release_ms, sample_rate, smooth_type)
+    # The slow follower smooths the fast envelope rather than d itself: the fast envelope has no
+    # detector ripple, and once a note decays faster than the release both release together, so
+    # D falls below 0 in tails instead of freezing at its value from the onset.
+    slow = smooth(fast, slow_ms, release_ms, sample_rate, smooth_type)
+    hold = smooth(fast, fast_ms, HOLD_RELEASE_FACTOR * release_ms, sample_rate, smooth_type)
     l_fast, l_slow, l_hold = (level_db(e, detector) for e in (fast, slow, hold))
     phi = _smoothstep((l_fast - l_slow) / TRANSIENT_FULL_DB)
     psi = _smoothstep((l_slow - l_hold - SOUNDING_LOW_DB) / (SOUNDING_HIGH_DB - SOUNDING_LOW_DB))

@@ -217,9 +217,9 @@ def gate_gain(
 # Transient shaper
 # ---------------------------------------------------------------------------------------------
 TRANSIENT_FULL_DB = 6.0  # fast-minus-slow level difference at which a sample counts as all onset
-HOLD_RELEASE_FACTOR = 4.0  # the hold follower releases this many times slower than release_ms
-SOUNDING_LOW_DB = -60.0  # slow level this far below the hold level: silence (psi = 0)
-SOUNDING_HIGH_DB = -40.0  # ... and this close to it: a sounding note (psi = 1)
+HOLD_RELEASE_FACTOR = 10.0  # the hold follower releases this many times slower than release_ms
+SOUNDING_LOW_DB = -50.0  # slow level this far below the hold level: silence (psi = 0)
+SOUNDING_HIGH_DB = -30.0  # ... and this close to it: a sounding note (psi = 1)
 
 
 def _smoothstep(u: Tensor) -> Tensor:
@@ -244,8 +244,8 @@ def transient_gain(
     the slow one attacks in ``slow_ms`` on the fast one's envelope. Their level difference
     ``D = L_fast - L_slow`` is large at onsets and near or below 0 during sustain and decay, and
     ``phi = smoothstep(D / 6 dB)`` turns it into an onset weight in [0, 1]. A third, hold follower
-    (attack ``fast_ms``, release ``4 * release_ms``) tracks the recent note level; ``psi`` is 1
-    while the slow level is within 40 dB of it and falls to 0 at 60 dB below it, so decays into
+    (attack ``fast_ms``, release ``10 * release_ms``) tracks the recent note level; ``psi`` is 1
+    while the slow level is within 30 dB of it and falls to 0 at 50 dB below it, so decays into
     silence and the noise floor between notes are not boosted. The gain is
     ``attack_db * phi + sustain_db * (1 - phi) * psi``. It only uses level differences, so it does
     not depend on the input's scale, and it is causal.

@@ -43,7 +43,7 @@ def crossover_ranges(num_bands: int, sample_rate: float) -> list[tuple[float, fl
 
     Example:
         >>> [(round(lo), round(hi)) for lo, hi in crossover_ranges(3, 44100)]
-        [(20, 632), (632, 19845)]
+        [(20, 630), (630, 19845)]
     """
     f_hi = min(F_HI, NYQUIST_FRACTION * sample_rate)
     if f_hi <= F_LO:

@@ -148,6 +148,7 @@ class MultiBandExpander(_MultiBand):
 
     _band_table = staticmethod(_mb_expander_table)
     _gain_fn = staticmethod(F.expander_gain)
+    _kind = "expander"
 
 
 class MultiBandNoiseGate(_MultiBand):
@@ -160,4 +161,5 @@ class MultiBandNoiseGate(_MultiBand):
 
     _band_table = staticmethod(_gate_table)
     _gain_fn = staticmethod(F.gate_gain)
+    _kind = "gate"
     _amount = "range_db"

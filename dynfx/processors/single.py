@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Optional
 
+import torch
 from torch import Tensor
 
 from .. import functional as F
+from .._ballistics_fused import fused_band
 from ..params import EffectParam
 from .base import DynamicsProcessor, check_choice
 
@@ -60,6 +62,7 @@ class GainComputerMixin:
     """Binds a gain computer of :mod:`dynfx.functional` to a processor's knee type."""
 
     _gain_fn: Callable[..., Tensor]
+    _kind: str = "compressor"  # "compressor", "expander" or "gate" (selects the fused kernel)
     _amount: str = "ratio"  # the parameter that sets the gain computer's amount
     knee_type: str
 
@@ -104,9 +107,31 @@ class _SingleBand(GainComputerMixin, DynamicsProcessor):
 def process_band(proc, x: Tensor, p: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
     """One band of dynamics: returns ``(y, gain_db)`` for (B, C, T) audio ``x``.
 
-    ``proc`` supplies ``detector``, ``smooth_type``, ``sample_rate`` and ``_gain_computer``; ``p``
-    holds the band's (B,) parameters in physical units (``makeup_db`` optional).
+    ``proc`` supplies ``detector``, ``smooth_type``, ``sample_rate``, ``knee_type``, ``_kind``,
+    ``_amount`` and ``_gain_computer``; ``p`` holds the band's (B,) parameters in physical units
+    (``makeup_db`` optional). CPU tensors run the fused numba kernel; other devices run
+    :func:`process_band_reference`.
     """
+    if x.device.type != "cpu":
+        return process_band_reference(proc, x, p)
+    fs = proc.sample_rate
+    if proc.smooth_type == "iir":
+        k_att = k_rel = F.ms_to_coef(0.5 * (p["attack_ms"] + p["release_ms"]), fs)
+    else:
+        k_att, k_rel = F.ms_to_coef(p["attack_ms"], fs), F.ms_to_coef(p["release_ms"], fs)
+    amount = p[proc._amount]
+    if proc._kind == "compressor":
+        amount = 1.0 / amount - 1.0
+    elif proc._kind == "expander":
+        amount = amount - 1.0
+    makeup = p["makeup_db"] if "makeup_db" in p else torch.zeros_like(amount)
+    return fused_band(x, p["threshold_db"], amount, p["knee_db"], k_att, k_rel, makeup,
+                      proc._kind, proc.knee_type, proc.detector)
+
+
+def process_band_reference(proc, x: Tensor, p: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """The same chain as :func:`process_band`, composed of separate PyTorch operations around the
+    ballistics op (any device; the reference for the fused kernel in the tests)."""
     d = F.detect(x, proc.detector)  # (B, T)
     env = F.smooth(d, p["attack_ms"], p["release_ms"], proc.sample_rate, proc.smooth_type)
     gain_db = proc._gain_computer(F.level_db(env, proc.detector), p)  # (B, T), <= 0
@@ -173,6 +198,7 @@ class Expander(_SingleBand):
 
     _table = staticmethod(_expander_table)
     _gain_fn = staticmethod(F.expander_gain)
+    _kind = "expander"
 
 
 class NoiseGate(_SingleBand):
@@ -193,4 +219,5 @@ class NoiseGate(_SingleBand):
 
     _table = staticmethod(_gate_table)
     _gain_fn = staticmethod(F.gate_gain)
+    _kind = "gate"
     _amount = "range_db"

@@ -1,0 +1,227 @@
+"""The whole single-band chain as one autograd operation on CPU, without intermediate graph nodes.
+
+detector (linked across channels) -> ballistics recursion -> level in dB -> gain computer ->
+``y = x * 10^((g + makeup) / 20)``, with a hand-written backward pass (the adjoint of each stage).
+Elementwise work runs as vectorised PyTorch operations, the recursion and the gain computer as
+numba kernels. It computes exactly what
+:func:`dynfx.processors.single.process_band_reference` computes with separate PyTorch operations
+(the tests hold the two together), without the intermediate tensors.
+
+The gain computer is selected by integer codes; its amount parameter ``amount`` is the slope
+``1/R - 1`` for a compressor, ``R - 1`` for an expander and ``range_db`` for a gate.
+The gain computer's scalars are computed in float64 and stored in the signal's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from ._ballistics import _backward_host, _forward_host
+
+__all__ = ["fused_band", "KINDS", "KNEES", "DETECTOR_CODES"]
+
+KINDS = {"compressor": 0, "expander": 1, "gate": 2}
+KNEES = {"hard": 0, "quadratic": 1, "exponential": 2}
+DETECTOR_CODES = {"rms": 0, "peak": 1}
+
+_LN10_20 = math.log(10.0) / 20.0
+_DB_POW = 10.0 / math.log(10.0)  # d(10 log10 e)/de * e
+_DB_AMP = 20.0 / math.log(10.0)  # d(20 log10 e)/de * e
+_RMS_EPS = 1e-12
+_PEAK_EPS = 1e-6
+_MIN_KNEE_DB = 1e-6
+
+
+@numba.njit(inline="always")
+def _softplus(z):
+    if z > 20.0:
+        return z
+    if z < -30.0:
+        return math.exp(z)
+    return math.log1p(math.exp(z))
+
+
+@numba.njit(inline="always")
+def _sigmoid(z):
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    ez = math.exp(z)
+    return ez / (1.0 + ez)
+
+
+@numba.njit(inline="always")
+def _gain(kind, knee, v, amt, w):  # pragma: no cover - compiled
+    """Gain (dB) and its partial derivatives (d/dv, d/damount, d/dwidth), v = L - threshold."""
+    soft = knee != 0 and w > _MIN_KNEE_DB
+    if kind == 0:  # compressor, amt = slope s <= 0
+        if soft and knee == 1:
+            if abs(v) < 0.5 * w:
+                q = v + 0.5 * w
+                return amt * q * q / (2.0 * w), amt * q / w, q * q / (2.0 * w), amt * (
+                    q / (2.0 * w) - q * q / (2.0 * w * w)
+                )
+        elif soft:
+            k = 4.0 / w
+            z = k * v
+            sp = _softplus(z)
+            sg = _sigmoid(z)
+            return amt * sp / k, amt * sg, sp / k, amt * (sp / 4.0 - sg * v / w)
+        if v > 0.0:
+            return amt * v, amt, v, 0.0
+        return 0.0, 0.0, 0.0, 0.0
+    if kind == 1:  # expander, amt = r >= 0
+        if soft and knee == 1:
+            if abs(v) < 0.5 * w:
+                q = v - 0.5 * w
+                return -amt * q * q / (2.0 * w), -amt * q / w, -q * q / (2.0 * w), amt * (
+                    q / (2.0 * w) + q * q / (2.0 * w * w)
+                )
+        elif soft:
+            k = 4.0 / w
+            z = -k * v
+            sp = _softplus(z)
+            sg = _sigmoid(z)
+            return -amt * sp / k, amt * sg, -sp / k, -amt * (sp / 4.0 + sg * v / w)
+        if v < 0.0:
+            return amt * v, amt, v, 0.0
+        return 0.0, 0.0, 0.0, 0.0
+    # gate, amt = range_db <= 0; g = amt * (1 - s)
+    if soft and knee == 1:
+        u = v / w + 0.5
+        if u <= 0.0:
+            return amt, 0.0, 1.0, 0.0
+        if u >= 1.0:
+            return 0.0, 0.0, 0.0, 0.0
+        s = u * u * (3.0 - 2.0 * u)
+        ds = 6.0 * u * (1.0 - u)
+        return amt * (1.0 - s), -amt * ds / w, 1.0 - s, amt * ds * v / (w * w)
+    if soft:
+        z = 4.0 * v / w
+        s = _sigmoid(z)
+        ds = s * (1.0 - s)
+        return amt * (1.0 - s), -amt * ds * 4.0 / w, 1.0 - s, amt * ds * 4.0 * v / (w * w)
+    if v > 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    return amt, 0.0, 1.0, 0.0
+
+
+@numba.njit(parallel=True, cache=True)
+def _gain_kernel(level, thr, amt, kw, kind, knee, gain):  # pragma: no cover - compiled
+    rows, steps = level.shape
+    for b in numba.prange(rows):
+        t_b, a_b, w_b = float(thr[b]), float(amt[b]), float(kw[b])
+        for n in range(steps):
+            g, _, _, _ = _gain(kind, knee, float(level[b, n]) - t_b, a_b, w_b)
+            gain[b, n] = g
+
+
+@numba.njit(parallel=True, cache=True)
+def _gain_backward_kernel(
+    sxy, gg, level, amp, env, thr, amt, kw, kind, knee, det, g_env, g_thr, g_amt, g_kw, g_mk
+):  # pragma: no cover - compiled
+    """Adjoint of level -> gain -> amplitude, sample by sample (no recursion): the gradient with
+    respect to the envelope, and the per-row parameter gradients."""
+    rows, steps = level.shape
+    eps = _RMS_EPS if det == 0 else _PEAK_EPS
+    db = _DB_POW if det == 0 else _DB_AMP
+    for b in numba.prange(rows):
+        t_b, a_b, w_b = float(thr[b]), float(amt[b]), float(kw[b])
+        acc_thr = 0.0
+        acc_amt = 0.0
+        acc_kw = 0.0
+        acc_mk = 0.0
+        for n in range(steps):
+            _, dg_dv, dg_da, dg_dw = _gain(kind, knee, float(level[b, n]) - t_b, a_b, w_b)
+            d_total = float(sxy[b, n]) * float(amp[b, n]) * _LN10_20  # dloss / d(g + makeup)
+            acc_mk += d_total
+            d_g = d_total + float(gg[b, n])
+            acc_thr -= d_g * dg_dv
+            acc_amt += d_g * dg_da
+            acc_kw += d_g * dg_dw
+            g_env[b, n] = d_g * dg_dv * db / (float(env[b, n]) + eps)
+        g_thr[b] = acc_thr
+        g_amt[b] = acc_amt
+        g_kw[b] = acc_kw
+        g_mk[b] = acc_mk
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _detector_grad(x: Tensor, d: Tensor, grad_d: Tensor, det: int) -> Tensor:
+    """d(loss)/dx through the linked detector, given d(loss)/dd. (B, C, T)."""
+    if det == 0:
+        return x * (grad_d * (2.0 / x.shape[1]))[:, None, :]
+    hit = x.abs() == d[:, None, :]  # ties share the gradient, as in torch.amax
+    share = grad_d / hit.sum(dim=1).clamp_min(1)
+    return torch.where(hit, torch.sign(x), torch.zeros_like(x)) * share[:, None, :]
+
+
+class _FusedBand(torch.autograd.Function):
+    """Forward: linked detector and log10/exp as vectorised PyTorch operations, the attack/release
+    recursion and the gain computer as numba kernels, no autograd graph in between. Backward: the
+    adjoint of each stage, the recursion by the ballistics backward kernel."""
+
+    @staticmethod
+    def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det):
+        x = x.detach().contiguous()
+        thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
+        d = (x.square().mean(dim=1) if det == 0 else x.abs().amax(dim=1)).contiguous()
+        env = _forward_host(d, ka, kr)
+        eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
+        level = torch.log10(env + eps).mul_(db)
+        gain = torch.empty_like(level)
+        _gain_kernel(level.numpy(), thr.numpy(), amt.numpy(), kw.numpy(), kind, knee, gain.numpy())
+        amp = torch.exp((gain + mk[:, None]).mul_(_LN10_20))
+        y = x * amp[:, None, :]
+        ctx.save_for_backward(x, d, env, level, amp, thr, amt, kw, ka, kr)
+        ctx.codes = (kind, knee, det)
+        return y, gain
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gg):
+        x, d, env, level, amp, thr, amt, kw, ka, kr = ctx.saved_tensors
+        kind, knee, det = ctx.codes
+        sxy = (gy * x).sum(dim=1)
+        g_env = torch.empty_like(env)
+        g_thr, g_amt, g_kw, g_mk = (torch.zeros_like(thr) for _ in range(4))
+        _gain_backward_kernel(
+            sxy.numpy(), _np(gg), level.numpy(), amp.numpy(), env.numpy(), thr.numpy(),
+            amt.numpy(), kw.numpy(), kind, knee, det,
+            g_env.numpy(), g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
+        )
+        g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr)
+        gx = gy * amp[:, None, :] + _detector_grad(x, d, g_d, det)
+        return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None
+
+
+def fused_band(
+    x: Tensor,
+    threshold_db: Tensor,
+    amount: Tensor,
+    knee_db: Tensor,
+    k_att: Tensor,
+    k_rel: Tensor,
+    makeup_db: Tensor,
+    kind: str,
+    knee_type: str,
+    detector: str,
+) -> tuple[Tensor, Tensor]:
+    """One band of dynamics on CPU: ``(y, gain_db)`` for (B, C, T) float32/float64 audio.
+
+    All parameters are (B,) tensors of x's dtype; ``amount`` is the gain computer's amount (see the
+    module docstring); ``k_att``/``k_rel`` are new-sample weights (equal for "iir" smoothing).
+    """
+    y, gain = _FusedBand.apply(
+        x, threshold_db, amount, knee_db, k_att, k_rel, makeup_db,
+        KINDS[kind], KNEES[knee_type], DETECTOR_CODES[detector],
+    )
+    return y, gain

@@ -1,0 +1,71 @@
+"""The fused single-band CPU operation against the composition of separate PyTorch operations."""
+
+import pytest
+import torch
+
+import dynfx
+from dynfx._ballistics_fused import fused_band
+from dynfx.processors.single import process_band, process_band_reference
+
+from .conftest import level_sweep
+
+CLASSES = (dynfx.Compressor, dynfx.Limiter, dynfx.Expander, dynfx.NoiseGate)
+
+
+@pytest.mark.parametrize("detector", ["rms", "peak"])
+@pytest.mark.parametrize("smooth_type", ["ballistics", "iir"])
+@pytest.mark.parametrize("knee", ["hard", "quadratic", "exponential"])
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_fused_equals_reference(cls, knee, smooth_type, detector):
+    proc = cls(knee_type=knee, smooth_type=smooth_type, detector=detector)
+    x = level_sweep(batch=3, channels=2, seconds=0.1, hi_db=10.0).requires_grad_(True)
+    u = torch.rand(3, proc.count_num_parameters(), dtype=torch.float64)
+    p = {n: v.detach().requires_grad_(True) for n, v in proc.denormalize(u).items()}
+    y, g = process_band(proc, x, p)
+    y_ref, g_ref = process_band_reference(proc, x, p)
+    assert torch.allclose(y, y_ref, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(g, g_ref, rtol=1e-9, atol=1e-9)
+    wy, wg = torch.randn_like(y), torch.randn_like(g)  # a loss through both outputs
+    leaves = (x, *p.values())
+    grads = torch.autograd.grad((y * wy).sum() + (g * wg).sum(), leaves, allow_unused=True)
+    grads_ref = torch.autograd.grad((y_ref * wy).sum() + (g_ref * wg).sum(), leaves,
+                                    allow_unused=True)
+    for name, a, b in zip(["x", *p], grads, grads_ref):
+        if b is None:  # unused by the reference (e.g. knee_db under the hard knee): zero here
+            assert a is None or torch.all(a == 0), name
+            continue
+        # 1e-6 relative to the gradient's scale over the batch (sums of many terms cancel)
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item()), name
+
+
+@pytest.mark.parametrize("kind", ["compressor", "expander", "gate"])
+@pytest.mark.parametrize("knee", ["hard", "quadratic", "exponential"])
+@pytest.mark.parametrize("detector", ["rms", "peak"])
+def test_fused_gradcheck(kind, knee, detector):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 2, 40, generator=g, dtype=torch.float64)
+         * torch.linspace(0.01, 1.0, 40, dtype=torch.float64)).requires_grad_(True)
+
+    def col(*vals):
+        return torch.tensor(vals, dtype=torch.float64, requires_grad=True)
+
+    amount = {"compressor": col(-0.7, -0.4), "expander": col(1.5, 3.0), "gate": col(-40.0, -20.0)}
+    params = (col(-25.0, -15.0), amount[kind], col(6.0, 3.0), col(0.3, 0.5), col(0.05, 0.1),
+              col(1.0, -2.0))
+
+    def fn(x, *p):
+        return fused_band(x, *p, kind, knee, detector)
+
+    assert torch.autograd.gradcheck(fn, (x, *params), atol=1e-6, rtol=1e-4)
+
+
+def test_peak_detector_ties_share_the_gradient():
+    x = torch.full((1, 2, 50), 0.5, dtype=torch.float64, requires_grad=True)  # identical channels
+    proc = dynfx.Limiter()
+    p = {n: v.detach() for n, v in proc.denormalize(torch.full((1, 6), 0.3, dtype=torch.float64)).items()}
+    y, _ = process_band(proc, x, p)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    y_ref, _ = process_band_reference(proc, x, p)
+    (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
+    assert torch.allclose(gx, gx_ref, rtol=1e-9)
+    assert torch.allclose(gx[:, 0], gx[:, 1])

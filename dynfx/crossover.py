@@ -17,6 +17,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from ._ballistics_biquad import biquad_filter
+
 __all__ = [
     "F_LO",
     "F_HI",
@@ -87,7 +89,11 @@ def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
     """Filter (B, C, T) audio, item b with its own coefficients ``b[b], a[b]`` (each (B, 3)).
 
     Exact IIR recursion (no truncation), differentiable with respect to x and the coefficients.
+    CPU float32/float64 tensors use the numba kernels of :mod:`dynfx._ballistics_biquad`; other
+    devices and dtypes use torchaudio's ``lfilter``.
     """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return biquad_filter(x, b, a)
     xt = x.transpose(0, 1)  # (C, B, T): lfilter's per-filter axis is the second-to-last one
     y = AF.lfilter(xt, a, b, clamp=False, batching=True)
     return y.transpose(0, 1)

@@ -151,14 +151,50 @@ def _gain_backward_kernel(
         g_mk[b] = acc_mk
 
 
+@numba.njit(parallel=True, cache=True)
+def _power_kernel(x, d):  # pragma: no cover - compiled
+    """d[b, n] = mean_c x[b, c, n]^2 (the rms detector), channels in the outer loop so that the
+    inner loop runs over contiguous samples."""
+    rows, channels, steps = x.shape
+    for b in numba.prange(rows):
+        for n in range(steps):
+            d[b, n] = x[b, 0, n] * x[b, 0, n]
+        for c in range(1, channels):
+            for n in range(steps):
+                d[b, n] += x[b, c, n] * x[b, c, n]
+        if channels > 1:
+            for n in range(steps):
+                d[b, n] /= channels
+
+
+@numba.njit(parallel=True, cache=True)
+def _channel_dot_kernel(gy, x, out):  # pragma: no cover - compiled
+    """out[b, n] = sum_c gy[b, c, n] x[b, c, n]."""
+    rows, channels, steps = x.shape
+    for b in numba.prange(rows):
+        for n in range(steps):
+            out[b, n] = gy[b, 0, n] * x[b, 0, n]
+        for c in range(1, channels):
+            for n in range(steps):
+                out[b, n] += gy[b, c, n] * x[b, c, n]
+
+
+@numba.njit(parallel=True, cache=True)
+def _input_grad_rms_kernel(gy, x, amp, g_d, gx):  # pragma: no cover - compiled
+    """gx = gy * amp + g_d * 2 x / C: the gain path plus the rms detector path."""
+    rows, channels, steps = x.shape
+    for b in numba.prange(rows):
+        for c in range(channels):
+            for n in range(steps):
+                gx[b, c, n] = gy[b, c, n] * amp[b, n] + g_d[b, n] * (2.0 / channels) * x[b, c, n]
+
+
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
 def _detector_grad(x: Tensor, d: Tensor, grad_d: Tensor, det: int) -> Tensor:
-    """d(loss)/dx through the linked detector, given d(loss)/dd. (B, C, T)."""
-    if det == 0:
-        return x * (grad_d * (2.0 / x.shape[1]))[:, None, :]
+    """d(loss)/dx through the linked peak detector, given d(loss)/dd. (B, C, T)."""
     hit = x.abs() == d[:, None, :]  # ties share the gradient, as in torch.amax
     share = grad_d / hit.sum(dim=1).clamp_min(1)
     return torch.where(hit, torch.sign(x), torch.zeros_like(x)) * share[:, None, :]
@@ -173,7 +209,11 @@ class _FusedBand(torch.autograd.Function):
     def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
-        d = (x.square().mean(dim=1) if det == 0 else x.abs().amax(dim=1)).contiguous()
+        if det == 0:
+            d = x.new_empty(x.shape[0], x.shape[2])
+            _power_kernel(x.numpy(), d.numpy())
+        else:
+            d = x.abs().amax(dim=1)
         env = _forward_host(d, ka, kr)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
         level = torch.log10(env + eps).mul_(db)
@@ -190,7 +230,9 @@ class _FusedBand(torch.autograd.Function):
     def backward(ctx, gy, gg):
         x, d, env, level, amp, thr, amt, kw, ka, kr = ctx.saved_tensors
         kind, knee, det = ctx.codes
-        sxy = (gy * x).sum(dim=1)
+        gy = gy.contiguous()
+        sxy = torch.empty_like(env)
+        _channel_dot_kernel(gy.numpy(), x.numpy(), sxy.numpy())
         g_env = torch.empty_like(env)
         g_thr, g_amt, g_kw, g_mk = (torch.zeros_like(thr) for _ in range(4))
         _gain_backward_kernel(
@@ -199,7 +241,11 @@ class _FusedBand(torch.autograd.Function):
             g_env.numpy(), g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
         )
         g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr)
-        gx = gy * amp[:, None, :] + _detector_grad(x, d, g_d, det)
+        if det == 0:
+            gx = torch.empty_like(x)
+            _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy())
+        else:
+            gx = (gy * amp[:, None, :]).add_(_detector_grad(x, d, g_d, det))
         return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None
 
 

@@ -97,12 +97,12 @@ class _MultiBand(GainComputerMixin, DynamicsProcessor):
     def _process(self, x: Tensor, p: dict[str, Tensor]):
         freqs = [p[f"crossover{i}_freq"] for i in range(self.num_bands - 1)]
         bands = split_bands(x, freqs, self.sample_rate)
-        y = torch.zeros_like(x)
+        y = None
         gains = []
         for i, band in enumerate(bands):
             band_p = {n: p[f"band{i}_{n}"] for n in self.band_param_names}
             y_band, gain_db = process_band(self, band, band_p)
-            y = y + y_band
+            y = y_band if y is None else (y + y_band if i == 1 else y.add_(y_band))
             gains.append(gain_db)
         return y, torch.stack(gains, dim=1)  # (B, C, T), (B, num_bands, T)
 

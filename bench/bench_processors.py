@@ -1,0 +1,295 @@
+#!/usr/bin/env python
+"""Speed and peak memory of every dynfx processor, and of the Compressor against other libraries.
+
+    python bench/bench_processors.py --device cpu            # or --device cuda
+    python bench/bench_processors.py --device cpu --json bench/results-cpu.json --reps 15
+
+Times forward (no autograd) and forward+backward (gradients with respect to the audio and every
+parameter) at 1x1x65536 and 16x2x131072 (batch x channels x samples), float32, 44.1 kHz. The
+Compressor runs at threshold -20 dB, ratio 4, attack 5 ms, release 50 ms, knee 6 dB (where the
+library has a knee); the other processors at the middle of every normalised range. Reference
+libraries (torchcomp 0.2.1, diffFx-pytorch 0.0.5; ``pip install -e ".[bench]"``, diffFx with
+``--no-deps``) run in the same process, interleaved with dynfx round by round, and the table reports
+medians and ratios. Missing libraries are skipped with a note.
+
+Peak memory (forward+backward): on CUDA the allocator's peak above the starting point; on CPU the
+growth of the process's resident set during one call (VmHWM after resetting it, above VmRSS
+before, after glibc's malloc_trim has returned free memory to the system).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import dynfx  # noqa: E402
+
+FS = 44100
+COMP = {"threshold_db": -20.0, "ratio": 4.0, "knee_db": 6.0, "attack_ms": 5.0,
+        "release_ms": 50.0, "makeup_db": 0.0}
+
+
+# ----------------------------------------------------------------------------------------------
+# measurement
+# ----------------------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _read_status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_memory(fn: Callable[[], None], device: str) -> Optional[float]:
+    """Peak memory (MiB) that one call of fn adds."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    if not Path("/proc/self/clear_refs").exists():
+        return None
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    base = _read_status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the resident-set high-water mark
+    fn()
+    return max(_read_status("VmHWM") - base, 0) / 2**20
+
+
+class Case:
+    """One implementation at one size: callables for fwd and fwd+bwd."""
+
+    def __init__(self, impl: str, proc: str, size: tuple, fwd: Callable, fwdbwd: Callable):
+        self.impl, self.proc, self.size = impl, proc, size
+        self.fwd, self.fwdbwd = fwd, fwdbwd
+        self.times: dict[str, list[float]] = {"fwd": [], "fwdbwd": []}
+        self.peak_mib: Optional[float] = None
+
+
+def run_rounds(cases: list[Case], device: str, reps: int, warmup: int = 2) -> None:
+    for case in cases:
+        for _ in range(warmup):
+            case.fwd()
+            case.fwdbwd()
+        _sync(device)
+    for _ in range(reps):
+        for case in cases:  # interleaved: every implementation sees the same machine state
+            for key in ("fwd", "fwdbwd"):
+                _sync(device)
+                t0 = time.perf_counter()
+                getattr(case, key)()
+                _sync(device)
+                case.times[key].append(time.perf_counter() - t0)
+    for case in cases:
+        case.peak_mib = peak_memory(case.fwdbwd, device)
+
+
+# ----------------------------------------------------------------------------------------------
+# implementations
+# ----------------------------------------------------------------------------------------------
+def dynfx_case(cls, size, device) -> Case:
+    b, c, t = size
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
+    proc = cls(sample_rate=FS)
+    if cls is dynfx.Compressor:
+        def params(grad):
+            return {"dsp_params": {k: torch.full((b,), v, device=device, requires_grad=grad)
+                                   for k, v in COMP.items()}}
+    else:
+        def params(grad):
+            u = torch.full((b, proc.count_num_parameters()), 0.5, device=device)
+            return {"norm_params": u.requires_grad_(grad)}
+
+    def fwd():
+        with torch.no_grad():
+            proc(x, **params(False))
+
+    def fwdbwd():
+        xx = x.detach().requires_grad_(True)
+        proc(xx, **params(True)).sum().backward()
+
+    return Case("dynfx", cls.__name__, size, fwd, fwdbwd)
+
+
+def torchcomp_case(size, device) -> Optional[Case]:
+    try:
+        import torchcomp
+    except ImportError:
+        return None
+    b, c, t = size
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
+
+    def run(grad):
+        xx = x.detach().requires_grad_(grad)
+        full = lambda v: torch.full((b,), v, device=device, requires_grad=grad)  # noqa: E731
+        thr, ratio, att, rel = full(-20.0), full(4.0), full(5.0), full(50.0)
+        power = xx.square().mean(dim=1).clamp_min(1e-10)
+        gain = torchcomp.compexp_gain(power, thr, ratio, -1000.0, 0.5,
+                                      torchcomp.ms2coef(att, FS), torchcomp.ms2coef(rel, FS))
+        y = xx * gain[:, None, :]
+        if grad:
+            y.sum().backward()
+
+    def fwd():
+        with torch.no_grad():
+            run(False)
+
+    return Case("torchcomp 0.2.1", "Compressor", size, fwd, lambda: run(True))
+
+
+def difffx_case(size, device) -> Optional[Case]:
+    try:
+        from diffFx_pytorch.processors.dynamics import Compressor
+    except Exception:  # noqa: BLE001 - any import problem means "not available"
+        return None
+    b, c, t = size
+    g = torch.Generator().manual_seed(0)
+    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
+    proc = Compressor(sample_rate=FS, knee_type="quadratic")
+
+    def run(grad):
+        xx = x.detach().requires_grad_(grad)
+        p = {k: torch.full((b,), v, device=device, requires_grad=grad) for k, v in COMP.items()}
+        y = proc(xx, dsp_params=p)
+        if grad:
+            y.sum().backward()
+
+    def fwd():
+        with torch.no_grad():
+            run(False)
+
+    return Case("diffFx-pytorch 0.0.5", "Compressor", size, fwd, lambda: run(True))
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+def machine(device: str) -> dict:
+    info = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        info["cpu"] = f"{names[0]} x {len(names)}" if names else platform.processor()
+    except OSError:
+        info["cpu"] = platform.processor()
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def summarise(cases: list[Case]) -> list[dict]:
+    rows = []
+    ref = {c.size: c for c in cases if c.impl.startswith("torchcomp")}
+    for c in cases:
+        fwd = statistics.median(c.times["fwd"]) * 1e3
+        fb = statistics.median(c.times["fwdbwd"]) * 1e3
+        row = {"impl": c.impl, "processor": c.proc, "size": "x".join(map(str, c.size)),
+               "fwd_ms": fwd, "fwdbwd_ms": fb, "peak_mib": c.peak_mib}
+        r = ref.get(c.size)
+        if r is not None:
+            row["fwd_vs_torchcomp"] = fwd / (statistics.median(r.times["fwd"]) * 1e3)
+            row["fwdbwd_vs_torchcomp"] = fb / (statistics.median(r.times["fwdbwd"]) * 1e3)
+            row["peak_vs_torchcomp"] = (
+                c.peak_mib / r.peak_mib if c.peak_mib is not None and r.peak_mib else None
+            )
+        rows.append(row)
+    comp = {r["size"]: r for r in rows if r["impl"] == "dynfx" and r["processor"] == "Compressor"}
+    for r in rows:
+        if r["impl"] == "dynfx" and r["size"] in comp:
+            r["fwdbwd_vs_dynfx_compressor"] = r["fwdbwd_ms"] / comp[r["size"]]["fwdbwd_ms"]
+    return rows
+
+
+def _fmt(v, spec=".1f"):
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ["impl", "processor", "size", "fwd ms", "fwd+bwd ms", "peak MiB", "fwd / tc",
+            "fwd+bwd / tc", "peak / tc", "fwd+bwd / Comp"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["impl"], r["processor"], r["size"], _fmt(r["fwd_ms"]), _fmt(r["fwdbwd_ms"]),
+            _fmt(r["peak_mib"]), _fmt(r.get("fwd_vs_torchcomp"), ".2f"),
+            _fmt(r.get("fwdbwd_vs_torchcomp"), ".2f"), _fmt(r.get("peak_vs_torchcomp"), ".2f"),
+            _fmt(r.get("fwdbwd_vs_dynfx_compressor"), ".2f"),
+        ]) + " |")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--reps", type=int, default=11, help="timed rounds (median reported)")
+    ap.add_argument("--sizes", default="1x1x65536,16x2x131072", help="comma-separated BxCxT")
+    ap.add_argument("--processors", default="all", help="comma-separated class names, or all")
+    ap.add_argument("--json", type=Path, default=None, help="write results here")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    classes = [c for c in dynfx.PROCESSORS
+               if args.processors == "all" or c.__name__ in args.processors.split(",")]
+    notes = []
+    rows = []
+    for size in sizes:
+        cases = [dynfx_case(cls, size, args.device) for cls in classes]
+        for name, make in (("torchcomp 0.2.1", torchcomp_case), ("diffFx-pytorch 0.0.5", difffx_case)):
+            case = make(size, args.device)
+            if case is None:
+                note = f"{name} is not installed: skipped (pip install -e '.[bench]')"
+                if note not in notes:
+                    notes.append(note)
+            else:
+                cases.append(case)
+        print(f"running {len(cases)} cases at {'x'.join(map(str, size))} ...", file=sys.stderr)
+        run_rounds(cases, args.device, args.reps)
+        rows += summarise(cases)
+    info = machine(args.device)
+    print(f"\n{info['date']}, {info.get('gpu', info['cpu'])}, torch {info['torch']}, "
+          f"{info['threads']} threads, median of {args.reps} interleaved rounds\n")
+    print_table(rows)
+    for note in notes:
+        print(f"\nnote: {note}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "reps": args.reps, "notes": notes,
+                                         "results": rows}, indent=2))
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,9 +13,10 @@ its adjoint is the reverse-time recursion ``lam[n] = g[n] + (1 - k[n+1]) lam[n+1
 ``dL/dd[n] = lam[n] k[n]`` and ``dL/dk[n] = lam[n] (d[n] - e[n-1])`` summed into the attack or release
 coefficient that sample used.
 
-This module is the only place with ``autograd.Function`` and numba code. CPU tensors use the numba
-kernels; CUDA tensors currently run the same kernels through a host round trip; any other device uses
-the slow pure-PyTorch :func:`ballistics_reference`, which is also the reference in the tests.
+CPU tensors use the numba kernels below; CUDA tensors use the Triton kernels of
+:mod:`dynfx._ballistics_triton` (or, where Triton is missing, the numba kernels through a host round
+trip); any other device uses the slow pure-PyTorch :func:`ballistics_reference`, which is also the
+reference in the tests.
 """
 
 from __future__ import annotations
@@ -151,9 +152,22 @@ def ballistics(d: Tensor, k_att: Tensor, k_rel: Tensor) -> Tensor:
         d: (B, T); k_att, k_rel: (B,); output: (B, T).
     """
     _check(d, k_att, k_rel)
+    if d.device.type == "cuda":
+        triton_op = _triton_op()
+        if triton_op is not None:
+            return triton_op(d, k_att, k_rel)
     if d.device.type in ("cpu", "cuda"):
         return _Ballistics.apply(d, k_att, k_rel)
     return ballistics_reference(d, k_att, k_rel)
+
+
+def _triton_op():
+    """The Triton implementation, or None where Triton cannot be imported."""
+    try:
+        from ._ballistics_triton import ballistics_triton
+    except ImportError:  # a PyTorch build without Triton: use the numba kernels via the host
+        return None
+    return ballistics_triton
 
 
 def ballistics_reference(d: Tensor, k_att: Tensor, k_rel: Tensor) -> Tensor:

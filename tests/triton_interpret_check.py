@@ -4,13 +4,10 @@ kernels on CPU tensors in Triton's interpreter, against the pure-PyTorch referen
 import os
 import sys
 
-assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+import torch
 
-import torch  # noqa: E402
-
-from dynfx import ballistics_reference  # noqa: E402
-from dynfx._ballistics_triton import ballistics_triton, solve_forward  # noqa: E402
-from dynfx.functional import ms_to_coef  # noqa: E402
+from dynfx import ballistics_reference
+from dynfx.functional import ms_to_coef
 
 
 def coefs(b, att_ms, rel_ms, dtype):
@@ -19,6 +16,8 @@ def coefs(b, att_ms, rel_ms, dtype):
 
 
 def check(name, d, ka, kr, rtol, max_rounds=64):
+    from dynfx._ballistics_triton import ballistics_triton
+
     shared = ka is kr
     d = d.clone().requires_grad_(True)
     ka = ka.clone().requires_grad_(True)
@@ -38,6 +37,7 @@ def check(name, d, ka, kr, rtol, max_rounds=64):
 
 
 def main():
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     gen = torch.Generator().manual_seed(0)
     for dtype, rtol in ((torch.float64, 1e-10), (torch.float32, 2e-5)):
         noise = torch.rand(2, 300, generator=gen, dtype=torch.float64).pow(4).to(dtype)
@@ -58,6 +58,8 @@ def main():
     # the longer signal spans several blocks of the scan (block carries)
     long = torch.rand(1, 2500, generator=gen, dtype=torch.float64).pow(4)
     check("float64 several blocks", long, *coefs(1, 2.0, 80.0, torch.float64), 1e-10)
+    from dynfx._ballistics_triton import ballistics_triton, solve_forward
+
     _, _, rounds = solve_forward(long, *coefs(1, 2.0, 80.0, torch.float64))
     assert rounds <= 64, rounds
     d = torch.rand(2, 40, dtype=torch.float64, generator=gen, requires_grad=True)

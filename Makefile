@@ -12,7 +12,7 @@ endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dynfx-installed
 
-.PHONY: setup train test test-all
+.PHONY: setup train test test-all bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,8 @@ test-all: setup
 train: setup
 	@echo "The training framework (models/, conf/, train.py) is not built yet: see README.md."
 	@echo "The dynfx processors are ready to use: see the library snippet in README.md."
+
+bench: setup
+	$(PY) -m pip install -e ".[dev,bench]"
+	$(PY) -m pip install --no-deps "diffFx-pytorch==0.0.5"
+	$(PY) bench/bench_processors.py --device cpu --json bench/results-cpu.json

@@ -189,15 +189,42 @@ def _input_grad_rms_kernel(gy, x, amp, g_d, gx):  # pragma: no cover - compiled
                 gx[b, c, n] = gy[b, c, n] * amp[b, n] + g_d[b, n] * (2.0 / channels) * x[b, c, n]
 
 
+@numba.njit(parallel=True, cache=True)
+def _peak_kernel(x, d):  # pragma: no cover - compiled
+    """d[b, n] = max_c |x[b, c, n]| (the peak detector)."""
+    rows, channels, steps = x.shape
+    for b in numba.prange(rows):
+        for n in range(steps):
+            d[b, n] = abs(x[b, 0, n])
+        for c in range(1, channels):
+            for n in range(steps):
+                v = abs(x[b, c, n])
+                if v > d[b, n]:
+                    d[b, n] = v
+
+
+@numba.njit(parallel=True, cache=True)
+def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx):  # pragma: no cover - compiled
+    """gx = gy * amp + the peak detector path: g_d goes to the channel(s) holding the maximum,
+    with the sign of the sample, shared equally between ties (as torch.amax does)."""
+    rows, channels, steps = x.shape
+    for b in numba.prange(rows):
+        for n in range(steps):
+            ties = 0
+            for c in range(channels):
+                if abs(x[b, c, n]) == d[b, n]:
+                    ties += 1
+            share = g_d[b, n] / ties
+            for c in range(channels):
+                v = x[b, c, n]
+                extra = 0.0
+                if abs(v) == d[b, n]:
+                    extra = share if v > 0 else (-share if v < 0 else 0.0)
+                gx[b, c, n] = gy[b, c, n] * amp[b, n] + extra
+
+
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
-
-
-def _detector_grad(x: Tensor, d: Tensor, grad_d: Tensor, det: int) -> Tensor:
-    """d(loss)/dx through the linked peak detector, given d(loss)/dd. (B, C, T)."""
-    hit = x.abs() == d[:, None, :]  # ties share the gradient, as in torch.amax
-    share = grad_d / hit.sum(dim=1).clamp_min(1)
-    return torch.where(hit, torch.sign(x), torch.zeros_like(x)) * share[:, None, :]
 
 
 class _FusedBand(torch.autograd.Function):
@@ -209,11 +236,8 @@ class _FusedBand(torch.autograd.Function):
     def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
-        if det == 0:
-            d = x.new_empty(x.shape[0], x.shape[2])
-            _power_kernel(x.numpy(), d.numpy())
-        else:
-            d = x.abs().amax(dim=1)
+        d = x.new_empty(x.shape[0], x.shape[2])
+        (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
         env = _forward_host(d, ka, kr)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
         level = torch.log10(env + eps).mul_(db)
@@ -241,11 +265,12 @@ class _FusedBand(torch.autograd.Function):
             g_env.numpy(), g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
         )
         g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr)
+        gx = torch.empty_like(x)
         if det == 0:
-            gx = torch.empty_like(x)
             _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy())
         else:
-            gx = (gy * amp[:, None, :]).add_(_detector_grad(x, d, g_d, det))
+            _input_grad_peak_kernel(gy.numpy(), x.numpy(), amp.numpy(), d.numpy(), g_d.numpy(),
+                                    gx.numpy())
         return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None
 
 

@@ -30,8 +30,7 @@ test-all: setup
 	$(PY) -m pytest -m ""
 
 train: setup
-	@echo "The training framework (models/, conf/, train.py) is not built yet: see README.md."
-	@echo "The dynfx processors are ready to use: see the library snippet in README.md."
+	$(PY) train.py experiment=quickstart
 
 bench: setup
 	$(PY) -m pip install -e ".[dev,bench]"

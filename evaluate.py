@@ -1,0 +1,24 @@
+"""Evaluate a checkpoint, or estimate the settings of your own recording (Hydra entry point).
+
+    python evaluate.py ckpt_path=outputs/.../checkpoints/last.ckpt
+    python evaluate.py mode=predict ckpt_path=... wet=song_compressed.wav dry=song.wav
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from models.pipeline import evaluate, predict
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    if cfg.mode == "predict":
+        predict(cfg)
+    elif cfg.mode == "evaluate":
+        evaluate(cfg)
+    else:
+        raise ValueError(f"mode must be 'evaluate' or 'predict', got {cfg.mode!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""LightningDataModule: source clips (built-in synthetic or a folder) and seeded settings."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from .datasets import EffectPairs, FolderClips, SyntheticClips
+
+__all__ = ["EffectDataModule"]
+
+
+class EffectDataModule(L.LightningDataModule):
+    """Train/val/test splits of (dry clip, normalised settings).
+
+    Args:
+        source: ``"synthetic"`` (the built-in generator) or ``"folder"`` (``root`` required).
+        num_params: the processor's parameter count (from the processor; set by the pipeline).
+        sizes: clips per split; seeds: generator seeds per split (val and test are fixed by them).
+    """
+
+    def __init__(self, source: str = "synthetic", root: Optional[str] = None,
+                 sample_rate: int = 22050, clip_seconds: float = 1.0, channels: int = 1,
+                 train_size: int = 512, val_size: int = 64, test_size: int = 128,
+                 seed: int = 0, batch_size: int = 16, num_workers: int = 0,
+                 num_params: int = 0):
+        super().__init__()
+        if source not in ("synthetic", "folder"):
+            raise ValueError(f"data source must be 'synthetic' or 'folder', got {source!r}")
+        if source == "folder" and not root:
+            raise ValueError("data source 'folder' needs data.root=/path/to/audio")
+        self.source, self.root = source, root
+        self.sample_rate, self.clip_seconds, self.channels = sample_rate, clip_seconds, channels
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.seeds = {"train": seed, "val": seed + 1_000_003, "test": seed + 2_000_003}
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.num_params = num_params
+        self.splits: dict[str, EffectPairs] = {}
+
+    def _clips(self, split: str):
+        kw = dict(sample_rate=self.sample_rate, clip_seconds=self.clip_seconds,
+                  channels=self.channels)
+        if self.source == "synthetic":
+            return SyntheticClips(self.sizes[split], self.seeds[split], **kw)
+        return FolderClips(self.root, self.sizes[split], self.seeds[split], fixed=split != "train",
+                           **kw)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self.num_params <= 0:
+            raise ValueError("EffectDataModule.num_params must be set to the processor's count")
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  None: ("train", "val", "test")}.get(stage, ("test",))
+        for split in wanted:
+            if split not in self.splits:
+                self.splits[split] = EffectPairs(self._clips(split), self.num_params,
+                                                 self.seeds[split], train=split == "train")
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, drop_last=False,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.splits["train"]
+        train.set_epoch(self.trainer.current_epoch if self.trainer else 0)
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,126 @@
+"""The LightningModule: an audio-feature encoder whose differentiable final layer is a dynfx
+processor."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Optional
+
+import auraloss
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from .metrics import gain_mae_db, param_errors, si_sdr
+
+__all__ = ["EffectEstimator"]
+
+
+class EffectEstimator(L.LightningModule):
+    """Estimate a processor's settings from audio.
+
+    ``encoder(wet, dry)`` predicts ``norm_params``; the processor renders ``processor(dry, pred)``.
+    Loss = ``w_stft * MR-STFT(pred audio, wet) + w_param * L1(pred, true, normalised)
+    + w_gain * L1(gain curves, dB)``; every term is logged under ``train/`` and ``val/``.
+
+    Args:
+        encoder: an ``nn.Module`` (wet, dry) -> (B, P) in [0, 1].
+        processor: a dynfx processor (the differentiable final layer).
+        input_mode: ``"wet"`` or ``"dry_wet"`` (what the encoder sees).
+        optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_``).
+    """
+
+    def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: str = "dry_wet",
+                 w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
+                 optimizer: Optional[Callable] = None, stft: Optional[dict] = None):
+        super().__init__()
+        self.encoder = encoder
+        self.processor = processor
+        self.input_mode = input_mode
+        self.weights = {"stft": w_stft, "param": w_param, "gain": w_gain}
+        self.optimizer_factory = optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
+        self.mrstft = auraloss.freq.MultiResolutionSTFTLoss(**(stft or {}))
+        self.test_sums: dict[str, float] = defaultdict(float)
+        self.test_count = 0
+
+    # -- model ---------------------------------------------------------------------------------
+    def forward(self, wet: Tensor, dry: Optional[Tensor] = None) -> Tensor:
+        return self.encoder(wet, dry if self.input_mode == "dry_wet" else None)
+
+    @torch.no_grad()
+    def render_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
+        return self.processor(dry, norm_params=norm, return_gain=True, validate=False)
+
+    def _step(self, batch: dict, stage: str):
+        dry, true = batch["dry"], batch["norm_params"]
+        wet, gain_true = self.render_target(dry, true)
+        pred = self(wet, dry)
+        y, gain_pred = self.processor(dry, norm_params=pred, return_gain=True, validate=False)
+        terms = {
+            "stft": self.mrstft(y, wet),
+            "param": (pred - true).abs().mean(),
+            "gain": gain_mae_db(gain_pred, gain_true).mean() / 10.0,
+        }
+        loss = sum(self.weights[k] * v for k, v in terms.items() if self.weights[k])
+        batch_size = dry.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
+        for k, v in terms.items():
+            self.log(f"{stage}/{k}", v, batch_size=batch_size)
+        return loss, {"dry": dry, "wet": wet, "true": true, "pred": pred, "y": y,
+                      "gain_true": gain_true, "gain_pred": gain_pred}
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")[0]
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and "train" in getattr(dm, "splits", {}):
+            dm.splits["train"].set_epoch(self.current_epoch)  # new settings every epoch
+
+    # -- test: the model and two baselines on the same examples --------------------------------
+    def on_test_epoch_start(self) -> None:
+        self.test_sums = defaultdict(float)
+        self.test_count = 0
+
+    def _audio_metrics(self, prefix: str, y: Tensor, wet: Tensor) -> dict[str, Tensor]:
+        per_item = torch.stack([self.mrstft(y[i : i + 1], wet[i : i + 1]) for i in range(len(y))])
+        return {f"{prefix}/mrstft": per_item, f"{prefix}/si_sdr": si_sdr(y, wet)}
+
+    def test_step(self, batch, batch_idx):
+        _, out = self._step(batch, "test")
+        dry, wet, true = out["dry"], out["wet"], out["true"]
+        metrics: dict[str, Tensor] = {}
+        mean_norm = torch.full_like(true, 0.5)
+        y_mean, gain_mean = self.render_target(dry, mean_norm)
+        for prefix, pred, y, gain in (("model", out["pred"], out["y"], out["gain_pred"]),
+                                      ("mean", mean_norm, y_mean, gain_mean)):
+            metrics.update(self._audio_metrics(prefix, y, wet))
+            metrics[f"{prefix}/gain_mae_db"] = gain_mae_db(gain, out["gain_true"])
+            for k, v in param_errors(self.processor, pred.detach().double(),
+                                     true.double()).items():
+                metrics[f"{prefix}/{k}"] = v
+        metrics.update(self._audio_metrics("noop", dry, wet))
+        metrics["noop/gain_mae_db"] = gain_mae_db(torch.zeros_like(out["gain_true"]),
+                                                  out["gain_true"])
+        for k, v in metrics.items():
+            self.test_sums[k] += float(v.detach().double().sum())
+        self.test_count += dry.shape[0]
+
+    def on_test_epoch_end(self) -> None:
+        if self.trainer.world_size > 1:  # DDP: add up every rank's sums and counts
+            keys = sorted(self.test_sums)
+            vals = torch.tensor([self.test_sums[k] for k in keys] + [float(self.test_count)],
+                                dtype=torch.float64, device=self.device)
+            vals = self.trainer.strategy.reduce(vals, reduce_op="sum")
+            self.test_sums = defaultdict(float, zip(keys, vals[:-1].tolist()))
+            self.test_count = int(vals[-1].item())
+
+    def test_results(self) -> dict[str, float]:
+        """Mean of every test metric over the test set (after ``trainer.test``)."""
+        return {k: v / max(self.test_count, 1) for k, v in sorted(self.test_sums.items())}
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.encoder.parameters())

@@ -1,0 +1,163 @@
+"""Train, evaluate and predict: the functions behind ``train.py`` and ``evaluate.py``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .data.datamodule import EffectDataModule
+from .module import EffectEstimator
+
+__all__ = ["build", "train", "evaluate", "predict", "results_table"]
+
+log = logging.getLogger(__name__)
+CONFIG_KEY = "dynfx_run_config"
+
+
+def build(cfg: DictConfig) -> tuple[EffectEstimator, EffectDataModule]:
+    """Processor, encoder, module and data from a composed config."""
+    processor = instantiate(cfg.processor)
+    encoder = instantiate(cfg.encoder, num_outputs=processor.count_num_parameters())
+    module = instantiate(cfg.loss, encoder=encoder, processor=processor,
+                         input_mode=cfg.input_mode, optimizer=instantiate(cfg.optimizer))
+    module.run_config = OmegaConf.to_container(cfg, resolve=True)
+    data = instantiate(cfg.data, num_params=processor.count_num_parameters())
+    return module, data
+
+
+def _save_config_in_checkpoint(module: EffectEstimator) -> None:
+    def hook(checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = module.run_config
+
+    module.on_save_checkpoint = hook
+
+
+def results_table(results: dict[str, float], processor) -> str:
+    """Markdown table: one row per metric, columns model / mean baseline / no-op baseline."""
+    rows = ["| metric | model | mean baseline | no-op baseline |", "|---|---|---|---|"]
+    names = ["mrstft", "si_sdr", "gain_mae_db"]
+    names += [f"mae/{n}" for n in processor.param_names]
+    names += [f"log_err/{n}" for n, p in processor.params.items() if p.scale == "log"]
+    names += [f"mae_norm/{n}" for n in processor.param_names]
+
+    def cell(prefix, name):
+        v = results.get(f"{prefix}/{name}")
+        return "-" if v is None else f"{v:.4g}"
+
+    for name in names:
+        rows.append(f"| {name} | {cell('model', name)} | {cell('mean', name)} | "
+                    f"{cell('noop', name)} |")
+    return "\n".join(rows)
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.get("run_dir") or os.getcwd())
+
+
+def _resolve_ckpt(ckpt_path: Optional[str], run_dir: Path) -> Optional[str]:
+    if ckpt_path in (None, "", "null"):
+        return None
+    if ckpt_path == "last":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            raise FileNotFoundError(f"ckpt_path=last: no {last}; resume needs the run's folder "
+                                    "(pass hydra.run.dir=<that run's folder>)")
+        return str(last)
+    if not Path(ckpt_path).exists():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
+    return ckpt_path
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test the best checkpoint, write metrics.json and print the results table."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = _run_dir(cfg)
+    module, data = build(cfg)
+    _save_config_in_checkpoint(module)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     default_root_dir=str(run_dir))
+    ckpt = _resolve_ckpt(cfg.get("ckpt_path"), run_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+    if trainer.fast_dev_run or not best:
+        best = None
+    trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
+    results = module.test_results()
+    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    table = results_table(results, module.processor)
+    (run_dir / "results.md").write_text(table + "\n")
+    print(f"\nTest results ({module.test_count} examples, checkpoint: {best or 'final weights'})")
+    print(table)
+    print(f"\nrun folder: {run_dir}")
+    return results
+
+
+def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
+    """Rebuild the module from the config saved in its own checkpoint and load the weights."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    if CONFIG_KEY not in state:
+        raise ValueError(f"{ckpt_path} has no saved run config (not written by train.py?)")
+    cfg = OmegaConf.create(state[CONFIG_KEY])
+    module, _ = build(cfg)
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    return module, cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the fixed test set; write metrics.json/.csv, a table, plots, audio."""
+    from .report import write_report
+
+    if not cfg.get("ckpt_path"):
+        raise ValueError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
+    module, run_cfg = load_checkpoint(cfg.ckpt_path)
+    out_dir = _run_dir(cfg)
+    data = instantiate(run_cfg.data, num_params=module.processor.count_num_parameters())
+    trainer = L.Trainer(accelerator="cpu" if not torch.cuda.is_available() else "auto",
+                        devices=1, logger=False, enable_checkpointing=False,
+                        default_root_dir=str(out_dir))
+    trainer.test(module, datamodule=data, verbose=False)
+    results = module.test_results()
+    table = results_table(results, module.processor)
+    write_report(module, data, results, table, out_dir, num_examples=cfg.get("num_examples", 4))
+    print(table)
+    print(f"\nwrote metrics.json, metrics.csv, results.md, plots and audio to {out_dir}")
+    return results
+
+
+def predict(cfg: DictConfig) -> dict[str, float]:
+    """Estimate the settings of a user's recording (``wet=FILE``, optionally ``dry=FILE``)."""
+    from .data.io import load_audio
+
+    if not cfg.get("ckpt_path") or not cfg.get("wet"):
+        raise ValueError("predict needs ckpt_path=... and wet=FILE (and dry=FILE in dry_wet mode)")
+    module, run_cfg = load_checkpoint(cfg.ckpt_path)
+    fs, channels = run_cfg.data.sample_rate, run_cfg.data.channels
+    wet = load_audio(cfg.wet, fs, channels)[None]
+    dry = None
+    if module.input_mode == "dry_wet":
+        if not cfg.get("dry"):
+            raise ValueError("this checkpoint was trained with input_mode=dry_wet: pass dry=FILE")
+        dry = load_audio(cfg.dry, fs, channels)[None]
+        n = min(dry.shape[-1], wet.shape[-1])
+        dry, wet = dry[..., :n], wet[..., :n]
+    with torch.no_grad():
+        norm = module(wet, dry)
+    settings = {k: float(v[0]) for k, v in module.processor.denormalize(norm).items()}
+    out = Path(cfg.get("output") or (_run_dir(cfg) / "prediction.json"))
+    out.write_text(json.dumps(settings, indent=2))
+    print(f"Estimated {type(module.processor).__name__} settings for {cfg.wet}:")
+    for k, v in settings.items():
+        print(f"  {k:>20s} = {v:.4g}")
+    print(f"\nwrote {out}")
+    return settings

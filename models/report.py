@@ -1,0 +1,104 @@
+"""Evaluation report: metrics files, plots and audio examples."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+
+from .data.io import save_audio
+
+__all__ = ["write_report"]
+
+
+def write_report(module, data, results: dict, table: str, out_dir: Path,
+                 num_examples: int = 4) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    with open(out_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["metric", "value"])
+        for k, v in results.items():
+            writer.writerow([k, v])
+    (out_dir / "results.md").write_text(table + "\n")
+
+    proc = module.processor
+    test = data.splits["test"]
+    batch = [test[i] for i in range(len(test))]
+    dry = torch.stack([b["dry"] for b in batch])
+    true = torch.stack([b["norm_params"] for b in batch])
+    with torch.no_grad():
+        wet, gain_true = module.render_target(dry, true)
+        pred = module(wet, dry)
+        y, gain_pred = proc(dry, norm_params=pred, return_gain=True, validate=False)
+    t_dsp, p_dsp = proc.denormalize(true), proc.denormalize(pred)
+
+    # true vs predicted, per parameter
+    names = list(proc.param_names)
+    cols = min(4, len(names))
+    rows = (len(names) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        spec = proc.params[name]
+        ax.scatter(t_dsp[name].numpy(), p_dsp[name].numpy(), s=8, alpha=0.6)
+        ax.plot([spec.min_val, spec.max_val], [spec.min_val, spec.max_val], "k--", lw=0.8)
+        if spec.scale == "log":
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_dir / "params_true_vs_pred.png", dpi=110)
+    plt.close(fig)
+
+    # static curve and gain over time for a few examples
+    fs = proc.sample_rate
+    levels = torch.linspace(-80, 0, 161, dtype=torch.float32)
+    n = min(num_examples, len(batch))
+    fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False)
+    for i in range(n):
+        for norm, style, label in ((true[i : i + 1], "k-", "true"), (pred[i : i + 1], "r--", "pred")):
+            amp = (10 ** (levels / 20)).reshape(-1, 1, 1).expand(-1, 1, int(0.2 * fs)).clone()
+            with torch.no_grad():
+                _, g = proc(amp, norm_params=norm.expand(len(levels), -1), return_gain=True,
+                            validate=False)
+            curve = g.reshape(len(levels), -1, g.shape[-1])[:, 0, -1]  # settled gain (band 0)
+            axes[i, 0].plot(levels.numpy(), (levels + curve).numpy(), style, label=label)
+        axes[i, 0].set_xlabel("input level (dB)")
+        axes[i, 0].set_ylabel("output level (dB)")
+        axes[i, 0].legend(fontsize=8)
+        t = torch.arange(gain_true.shape[-1]) / fs
+        gt = gain_true[i] if gain_true.dim() == 2 else gain_true[i, 0]
+        gp = gain_pred[i] if gain_pred.dim() == 2 else gain_pred[i, 0]
+        axes[i, 1].plot(t.numpy(), gt.clamp_min(-60).numpy(), "k-", lw=0.8, label="true")
+        axes[i, 1].plot(t.numpy(), gp.clamp_min(-60).numpy(), "r--", lw=0.8, label="pred")
+        axes[i, 1].set_xlabel("time (s)")
+        axes[i, 1].set_ylabel("gain (dB)")
+        axes[i, 1].legend(fontsize=8)
+        save_audio(out_dir / f"example{i}_dry.wav", dry[i], int(fs))
+        save_audio(out_dir / f"example{i}_target.wav", wet[i], int(fs))
+        save_audio(out_dir / f"example{i}_prediction.wav", y[i], int(fs))
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=110)
+    plt.close(fig)
+
+    run = getattr(module, "logger", None)
+    experiment = getattr(run, "experiment", None)
+    if experiment is not None and hasattr(experiment, "log"):  # a wandb run
+        import wandb
+
+        experiment.log({"test/table": wandb.Table(columns=["metric", "value"],
+                                                  data=[[k, v] for k, v in results.items()]),
+                        "test/params": wandb.Image(str(out_dir / "params_true_vs_pred.png")),
+                        "test/curves": wandb.Image(str(out_dir / "curves.png"))})

@@ -1,0 +1,21 @@
+"""Train an estimator of a dynamics processor's settings (Hydra entry point).
+
+    python train.py experiment=quickstart
+    python train.py processor=limiter processor.knee_type=hard input_mode=wet
+    python train.py -m processor=compressor,limiter processor.knee_type=hard,quadratic
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from models.pipeline import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    results = train(cfg)
+    return results.get(cfg.get("optimized_metric") or "model/mrstft", float("nan"))
+
+
+if __name__ == "__main__":
+    main()

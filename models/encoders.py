@@ -30,15 +30,31 @@ def level_envelope_db(x: Tensor, hop: int) -> Tensor:
     return 10.0 * torch.log10(frames.squeeze(1) + 1e-10)
 
 
+PROFILE_SMOOTHING_FRAMES = (1, 5, 17, 65)  # dry-level smoothing for the profiles (~3-200 ms)
+
+
 def gain_level_profile(dry_db: Tensor, wet_db: Tensor) -> Tensor:
-    """Mean gain (wet - dry, dB) per soft bin of the dry level, and the bin occupancy: (B, 2K)."""
+    """Measured static curves: the mean gain (wet - dry, dB, per frame) in soft bins of the dry
+    level, and the bins' occupancy, for the dry level smoothed over 1, 5, 17 and 65 frames (the
+    detector of a compressor with slow attack/release sees a smoothed level): (B, 8K)."""
     lo, hi, k = LEVEL_BINS_DB
     centres = torch.linspace(lo, hi, k, device=dry_db.device, dtype=dry_db.dtype)
     width = (hi - lo) / (k - 1)
-    w = torch.exp(-0.5 * ((dry_db[:, :, None] - centres) / width) ** 2)  # (B, F, K)
-    occupancy = w.sum(dim=1)
-    gain = ((wet_db - dry_db)[:, :, None] * w).sum(dim=1) / (occupancy + 1e-3)
-    return torch.cat([gain / 20.0, torch.log1p(occupancy) / 5.0], dim=1)
+    gain_db = wet_db - dry_db
+    power = torch.pow(10.0, dry_db / 10.0)[:, None]
+    feats = []
+    for frames in PROFILE_SMOOTHING_FRAMES:
+        smooth = power if frames == 1 else nn.functional.avg_pool1d(
+            power, frames, stride=1, padding=frames // 2, count_include_pad=False)
+        level = 10.0 * torch.log10(smooth[:, 0, : dry_db.shape[1]] + 1e-10)
+        w = torch.exp(-0.5 * ((level[:, :, None] - centres) / width) ** 2)  # (B, F, K)
+        occupancy = w.sum(dim=1)
+        gain = (gain_db[:, :, None] * w).sum(dim=1) / (occupancy + 1e-3)
+        feats += [gain / 20.0, torch.log1p(occupancy) / 5.0]
+    return torch.cat(feats, dim=1)
+
+
+PROFILE_SIZE = 2 * LEVEL_BINS_DB[2] * len(PROFILE_SMOOTHING_FRAMES)
 
 
 class _Features(nn.Module):
@@ -86,6 +102,14 @@ def _pool1d(h: Tensor) -> Tensor:
     return torch.cat([h.mean(dim=-1), h.amax(dim=-1), h.std(dim=-1)], dim=1)
 
 
+def _head(features: int, hidden: int, outputs: int) -> nn.Sequential:
+    """LayerNorm over the joined features (they come at different scales), two hidden layers,
+    a sigmoid output."""
+    return nn.Sequential(nn.LayerNorm(features), nn.Linear(features, hidden), nn.GELU(),
+                         nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, outputs),
+                         nn.Sigmoid())
+
+
 class EnvelopeEncoder(nn.Module):
     """Light encoder: 1-D convolutions over the level envelopes (+ the gain-versus-level profile in
     ``dry_wet`` mode). Fast on a CPU.
@@ -100,9 +124,8 @@ class EnvelopeEncoder(nn.Module):
         self.features = _Features(sample_rate, input_mode, env_hop_ms, use_mel=False)
         env_ch = 3 if input_mode == "dry_wet" else 1
         self.env_net = _conv1d_stack(env_ch, width, layers)
-        extra = 2 * LEVEL_BINS_DB[2] if input_mode == "dry_wet" else 0
-        self.head = nn.Sequential(nn.Linear(3 * width + extra, hidden), nn.GELU(),
-                                  nn.Linear(hidden, num_outputs), nn.Sigmoid())
+        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        self.head = _head(3 * width + extra, hidden, num_outputs)
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
         env, profile = self.features.envelopes(wet, dry)
@@ -132,9 +155,8 @@ class MelEnvelopeEncoder(nn.Module):
         )
         env_ch = 3 if input_mode == "dry_wet" else 1
         self.env_net = _conv1d_stack(env_ch, width, 5)
-        extra = 2 * LEVEL_BINS_DB[2] if input_mode == "dry_wet" else 0
-        self.head = nn.Sequential(nn.Linear(32 * 4 + 3 * width + extra, hidden), nn.GELU(),
-                                  nn.Linear(hidden, num_outputs), nn.Sigmoid())
+        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        self.head = _head(32 * 4 + 3 * width + extra, hidden, num_outputs)
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
         env, profile = self.features.envelopes(wet, dry)

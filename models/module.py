@@ -32,11 +32,13 @@ class EffectEstimator(L.LightningModule):
 
     def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: str = "dry_wet",
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
-                 optimizer: Optional[Callable] = None, stft: Optional[dict] = None):
+                 optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
+                 refine_steps: int = 0, refine_lr: float = 0.05):
         super().__init__()
         self.encoder = encoder
         self.processor = processor
         self.input_mode = input_mode
+        self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.weights = {"stft": w_stft, "param": w_param, "gain": w_gain}
         self.optimizer_factory = optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
         self.mrstft = auraloss.freq.MultiResolutionSTFTLoss(**(stft or {}))
@@ -46,6 +48,42 @@ class EffectEstimator(L.LightningModule):
     # -- model ---------------------------------------------------------------------------------
     def forward(self, wet: Tensor, dry: Optional[Tensor] = None) -> Tensor:
         return self.encoder(wet, dry if self.input_mode == "dry_wet" else None)
+
+    def estimate(self, wet: Tensor, dry: Optional[Tensor] = None) -> Tensor:
+        """The encoder's estimate, refined by analysis-by-synthesis when ``refine_steps > 0`` and
+        the dry audio is known (see :meth:`refine`)."""
+        with torch.no_grad():
+            pred = self(wet, dry)
+        if self.refine_steps > 0 and dry is not None and self.input_mode == "dry_wet":
+            pred = self.refine(dry, wet, pred)
+        return pred
+
+    def refine(self, dry: Tensor, wet: Tensor, init: Tensor) -> Tensor:
+        """Gradient descent on the settings through the differentiable processor.
+
+        With dry and wet known, the applied gain is observable sample by sample
+        (``20 log10 |wet| / |dry|``); Adam on the logits of the normalised settings minimises the
+        mean absolute difference (dB) between that and the gain of ``processor(dry, settings)``,
+        starting from the encoder's estimate. Samples below -80 dBFS in the dry signal are ignored;
+        gains are floored at -100 dB.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            dry, wet = dry.detach().clone(), wet.detach().clone()
+            logits = torch.logit(init.detach().clone().clamp(1e-4, 1 - 1e-4)).requires_grad_(True)
+            opt = torch.optim.Adam([logits], lr=self.refine_lr)
+            valid = dry.abs() > 1e-4
+            target = (20 * torch.log10(wet.abs() + 1e-12) - 20 * torch.log10(dry.abs() + 1e-12))
+            target = target.clamp_min(-100.0)
+            count = valid.sum(dim=(1, 2)).clamp_min(1)
+            for _ in range(self.refine_steps):
+                y = self.processor(dry, norm_params=torch.sigmoid(logits), validate=False)
+                gain = (20 * torch.log10(y.abs() + 1e-12)
+                        - 20 * torch.log10(dry.abs() + 1e-12)).clamp_min(-100.0)
+                per_item = torch.where(valid, (gain - target).abs(), 0.0).sum(dim=(1, 2)) / count
+                opt.zero_grad()
+                per_item.sum().backward()
+                opt.step()
+            return torch.sigmoid(logits).detach()
 
     @torch.no_grad()
     def render_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
@@ -92,6 +130,9 @@ class EffectEstimator(L.LightningModule):
     def test_step(self, batch, batch_idx):
         _, out = self._step(batch, "test")
         dry, wet, true = out["dry"], out["wet"], out["true"]
+        if self.refine_steps > 0 and self.input_mode == "dry_wet":
+            out["pred"] = self.refine(dry, wet, out["pred"])
+            out["y"], out["gain_pred"] = self.render_target(dry, out["pred"])
         metrics: dict[str, Tensor] = {}
         mean_norm = torch.full_like(true, 0.5)
         y_mean, gain_mean = self.render_target(dry, mean_norm)

@@ -125,7 +125,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data = instantiate(run_cfg.data, num_params=module.processor.count_num_parameters())
     trainer = L.Trainer(accelerator="cpu" if not torch.cuda.is_available() else "auto",
                         devices=1, logger=False, enable_checkpointing=False,
-                        default_root_dir=str(out_dir))
+                        inference_mode=False, default_root_dir=str(out_dir))
     trainer.test(module, datamodule=data, verbose=False)
     results = module.test_results()
     table = results_table(results, module.processor)
@@ -151,8 +151,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         dry = load_audio(cfg.dry, fs, channels)[None]
         n = min(dry.shape[-1], wet.shape[-1])
         dry, wet = dry[..., :n], wet[..., :n]
-    with torch.no_grad():
-        norm = module(wet, dry)
+    norm = module.estimate(wet, dry)
     settings = {k: float(v[0]) for k, v in module.processor.denormalize(norm).items()}
     out = Path(cfg.get("output") or (_run_dir(cfg) / "prediction.json"))
     out.write_text(json.dumps(settings, indent=2))

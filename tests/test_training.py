@@ -221,3 +221,15 @@ def test_validation_and_test_sets_are_fixed_by_seed():
     a, b = items(), items()
     for x, y in zip(a, b):
         assert torch.equal(x["dry"], y["dry"]) and torch.equal(x["norm_params"], y["norm_params"])
+
+
+def test_optuna_sweep_runs_trials(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+         "debug=fdr", "encoder=envelope", "data.clip_seconds=0.25",
+         f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "optimization_results.yaml").exists()
+    assert len(list(tmp_path.glob("*/metrics.json"))) == 2

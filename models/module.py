@@ -3,17 +3,33 @@ processor."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from typing import Callable, Optional
 
 import auraloss
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .metrics import gain_mae_db, param_errors, si_sdr
 
-__all__ = ["EffectEstimator"]
+__all__ = ["EffectEstimator", "RUN_CONFIG_KEY"]
+
+RUN_CONFIG_KEY = "dynfx_run_config"
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """NumPy's legacy RNG state with its key array as a tensor (checkpoints load with
+    ``weights_only=True``, which refuses NumPy arrays)."""
+    name, keys, pos, has_gauss, cached = state
+    return name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
 class EffectEstimator(L.LightningModule):
@@ -162,6 +178,27 @@ class EffectEstimator(L.LightningModule):
     def test_results(self) -> dict[str, float]:
         """Mean of every test metric over the test set (after ``trainer.test``)."""
         return {k: v / max(self.test_count, 1) for k, v in sorted(self.test_sums.items())}
+
+    # -- checkpoints: the run's config (for evaluate.py) and the RNG states (for exact resumes) --
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if getattr(self, "run_config", None) is not None:
+            checkpoint[RUN_CONFIG_KEY] = self.run_config
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+        random.setstate(states["python"])
+        if states.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
         return self.optimizer_factory(self.encoder.parameters())

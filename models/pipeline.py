@@ -14,12 +14,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .data.datamodule import EffectDataModule
-from .module import EffectEstimator
+from .module import RUN_CONFIG_KEY, EffectEstimator
 
 __all__ = ["build", "train", "evaluate", "predict", "results_table"]
 
 log = logging.getLogger(__name__)
-CONFIG_KEY = "dynfx_run_config"
 
 
 def build(cfg: DictConfig) -> tuple[EffectEstimator, EffectDataModule]:
@@ -31,13 +30,6 @@ def build(cfg: DictConfig) -> tuple[EffectEstimator, EffectDataModule]:
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     data = instantiate(cfg.data, num_params=processor.count_num_parameters())
     return module, data
-
-
-def _save_config_in_checkpoint(module: EffectEstimator) -> None:
-    def hook(checkpoint: dict) -> None:
-        checkpoint[CONFIG_KEY] = module.run_config
-
-    module.on_save_checkpoint = hook
 
 
 def results_table(results: dict[str, float], processor) -> str:
@@ -81,7 +73,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = _run_dir(cfg)
     module, data = build(cfg)
-    _save_config_in_checkpoint(module)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -105,9 +96,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
     """Rebuild the module from the config saved in its own checkpoint and load the weights."""
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if CONFIG_KEY not in state:
+    if RUN_CONFIG_KEY not in state:
         raise ValueError(f"{ckpt_path} has no saved run config (not written by train.py?)")
-    cfg = OmegaConf.create(state[CONFIG_KEY])
+    cfg = OmegaConf.create(state[RUN_CONFIG_KEY])
     module, _ = build(cfg)
     module.load_state_dict(state["state_dict"])
     module.eval()
@@ -129,7 +120,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer.test(module, datamodule=data, verbose=False)
     results = module.test_results()
     table = results_table(results, module.processor)
-    write_report(module, data, results, table, out_dir, num_examples=cfg.get("num_examples", 4))
+    wandb_run = None
+    if cfg.get("wandb"):
+        import wandb
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        wandb_run = wandb.init(project="dynfx", dir=str(out_dir), job_type="evaluate",
+                               mode="offline" if cfg.get("wandb_offline", True) else "online",
+                               config={"ckpt_path": str(cfg.ckpt_path)})
+    write_report(module, data, results, table, out_dir, num_examples=cfg.get("num_examples", 4),
+                 wandb_run=wandb_run)
+    if wandb_run is not None:
+        wandb_run.finish()
     print(table)
     print(f"\nwrote metrics.json, metrics.csv, results.md, plots and audio to {out_dir}")
     return results

@@ -14,7 +14,9 @@ __all__ = ["write_report"]
 
 
 def write_report(module, data, results: dict, table: str, out_dir: Path,
-                 num_examples: int = 4) -> None:
+                 num_examples: int = 4, wandb_run=None) -> None:
+    """metrics.json/.csv, results.md, params_true_vs_pred.png, curves.png and WAV examples in
+    ``out_dir``; the metrics, plots and audio also go to ``wandb_run`` when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,12 +95,17 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
     fig.savefig(out_dir / "curves.png", dpi=110)
     plt.close(fig)
 
-    run = getattr(module, "logger", None)
-    experiment = getattr(run, "experiment", None)
-    if experiment is not None and hasattr(experiment, "log"):  # a wandb run
+    if wandb_run is not None:
         import wandb
 
-        experiment.log({"test/table": wandb.Table(columns=["metric", "value"],
-                                                  data=[[k, v] for k, v in results.items()]),
-                        "test/params": wandb.Image(str(out_dir / "params_true_vs_pred.png")),
-                        "test/curves": wandb.Image(str(out_dir / "curves.png"))})
+        media = {
+            "test/metrics": wandb.Table(columns=["metric", "value"],
+                                        data=[[k, v] for k, v in results.items()]),
+            "test/params_true_vs_pred": wandb.Image(str(out_dir / "params_true_vs_pred.png")),
+            "test/curves": wandb.Image(str(out_dir / "curves.png")),
+        }
+        for i in range(n):
+            for kind in ("dry", "target", "prediction"):
+                media[f"test/example{i}_{kind}"] = wandb.Audio(
+                    str(out_dir / f"example{i}_{kind}.wav"), sample_rate=int(fs))
+        wandb_run.log(media)

@@ -86,7 +86,8 @@ def _train_tiny(tmp_path, *extra):
     return train(cfg), cfg
 
 
-def test_evaluate_and_predict_on_a_trained_checkpoint(tmp_path):
+def test_evaluate_and_predict_on_a_trained_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
     from models.data.io import save_audio
     from models.pipeline import evaluate, predict
 
@@ -94,8 +95,9 @@ def test_evaluate_and_predict_on_a_trained_checkpoint(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     ev_dir = tmp_path / "eval"
-    cfg = _compose([f"ckpt_path={ckpt}", f"run_dir={ev_dir}"], name="evaluate")
+    cfg = _compose([f"ckpt_path={ckpt}", f"run_dir={ev_dir}", "wandb=true"], name="evaluate")
     results = evaluate(cfg)
+    assert list((ev_dir / "wandb").glob("offline-run-*")), "evaluate with wandb=true logs offline"
     for name in ("metrics.json", "metrics.csv", "results.md", "params_true_vs_pred.png",
                  "curves.png", "example0_dry.wav", "example0_target.wav",
                  "example0_prediction.wav"):
@@ -125,6 +127,8 @@ def test_resume_from_last_continues_the_step_count(tmp_path):
     second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert first["epoch"] == 0 and second["epoch"] == 1
     assert second["global_step"] == 2 * first["global_step"] > 0
+    assert set(first["rng_states"]) >= {"torch", "numpy", "python"}
+    assert first["optimizer_states"] and second["optimizer_states"]
 
 
 def test_multirun_two_jobs(tmp_path):
@@ -233,3 +237,15 @@ def test_optuna_sweep_runs_trials(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "optimization_results.yaml").exists()
     assert len(list(tmp_path.glob("*/metrics.json"))) == 2
+
+
+def test_rng_states_survive_a_checkpoint_round_trip(tmp_path):
+    from models.module import _numpy_state_from_plain, _numpy_state_to_plain
+
+    np.random.seed(123)
+    state = _numpy_state_to_plain(np.random.get_state())
+    torch.save({"s": state}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)["s"]  # as Lightning loads it
+    expected = np.random.random(5)
+    np.random.set_state(_numpy_state_from_plain(loaded))
+    assert np.array_equal(np.random.random(5), expected)

@@ -16,7 +16,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import open_dict
 
 import dynfx
 from models.data.datasets import FolderClips

@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._ballistics import _backward_host, _forward_host
+from ._ballistics import _backward_host, _forward_host, _np
 
 __all__ = ["fused_band", "KINDS", "KNEES", "DETECTOR_CODES"]
 
@@ -221,10 +220,6 @@ def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx):  # pragma: no cover - compi
                 if abs(v) == d[b, n]:
                     extra = share if v > 0 else (-share if v < 0 else 0.0)
                 gx[b, c, n] = gy[b, c, n] * amp[b, n] + extra
-
-
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
 
 
 class _FusedBand(torch.autograd.Function):

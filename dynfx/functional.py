@@ -27,6 +27,7 @@ __all__ = [
     "coef_to_ms",
     "detect",
     "level_db",
+    "smoothing_coefs",
     "smooth",
     "compressor_gain",
     "expander_gain",
@@ -108,6 +109,20 @@ def level_db(env: Tensor, detector: str = "rms") -> Tensor:
     raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
 
 
+def smoothing_coefs(
+    attack_ms: Tensor, release_ms: Tensor, sample_rate: float, smooth_type: str = "ballistics"
+) -> tuple[Tensor, Tensor]:
+    """New-sample weights ``(k_att, k_rel)`` of the smoother: from attack and release for
+    ``"ballistics"``; for ``"iir"`` one shared weight (the same tensor twice) from the time
+    constant ``(attack_ms + release_ms) / 2``."""
+    if smooth_type == "ballistics":
+        return ms_to_coef(attack_ms, sample_rate), ms_to_coef(release_ms, sample_rate)
+    if smooth_type == "iir":
+        k = ms_to_coef(0.5 * (attack_ms + release_ms), sample_rate)
+        return k, k
+    raise ValueError(f"smooth_type must be one of {SMOOTH_TYPES}, got {smooth_type!r}")
+
+
 def smooth(
     d: Tensor,
     attack_ms: Tensor,
@@ -121,12 +136,7 @@ def smooth(
     ``"iir"``: one exact one-pole with the time constant ``(attack_ms + release_ms) / 2``
     (no truncated response, no start-up bias).
     """
-    if smooth_type == "ballistics":
-        return ballistics(d, ms_to_coef(attack_ms, sample_rate), ms_to_coef(release_ms, sample_rate))
-    if smooth_type == "iir":
-        k = ms_to_coef(0.5 * (attack_ms + release_ms), sample_rate)
-        return ballistics(d, k, k)
-    raise ValueError(f"smooth_type must be one of {SMOOTH_TYPES}, got {smooth_type!r}")
+    return ballistics(d, *smoothing_coefs(attack_ms, release_ms, sample_rate, smooth_type))
 
 
 # ---------------------------------------------------------------------------------------------

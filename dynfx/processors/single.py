@@ -114,11 +114,8 @@ def process_band(proc, x: Tensor, p: Mapping[str, Tensor]) -> tuple[Tensor, Tens
     """
     if x.device.type != "cpu":
         return process_band_reference(proc, x, p)
-    fs = proc.sample_rate
-    if proc.smooth_type == "iir":
-        k_att = k_rel = F.ms_to_coef(0.5 * (p["attack_ms"] + p["release_ms"]), fs)
-    else:
-        k_att, k_rel = F.ms_to_coef(p["attack_ms"], fs), F.ms_to_coef(p["release_ms"], fs)
+    k_att, k_rel = F.smoothing_coefs(p["attack_ms"], p["release_ms"], proc.sample_rate,
+                                     proc.smooth_type)
     amount = p[proc._amount]
     if proc._kind == "compressor":
         amount = 1.0 / amount - 1.0

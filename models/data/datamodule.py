@@ -63,8 +63,7 @@ class EffectDataModule(L.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        train = self.splits["train"]
-        train.set_epoch(self.trainer.current_epoch if self.trainer else 0)
+        # the LightningModule advances the split's epoch (new settings) at every epoch start
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

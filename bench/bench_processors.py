@@ -109,29 +109,39 @@ def run_rounds(cases: list[Case], device: str, reps: int, warmup: int = 2) -> No
 # ----------------------------------------------------------------------------------------------
 # implementations
 # ----------------------------------------------------------------------------------------------
-def dynfx_case(cls, size, device) -> Case:
-    b, c, t = size
+def _audio(size, device) -> torch.Tensor:
+    """The same seeded test signal for every implementation."""
     g = torch.Generator().manual_seed(0)
-    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
-    proc = cls(sample_rate=FS)
-    if cls is dynfx.Compressor:
-        def params(grad):
-            return {"dsp_params": {k: torch.full((b,), v, device=device, requires_grad=grad)
-                                   for k, v in COMP.items()}}
-    else:
-        def params(grad):
-            u = torch.full((b, proc.count_num_parameters()), 0.5, device=device)
-            return {"norm_params": u.requires_grad_(grad)}
+    return (0.3 * torch.randn(*size, generator=g)).to(device)
 
+
+def _case(impl: str, proc: str, size, run: Callable[[bool], None]) -> Case:
+    """A Case from ``run(grad)``: forward under no_grad, or forward+backward."""
     def fwd():
         with torch.no_grad():
-            proc(x, **params(False))
+            run(False)
 
-    def fwdbwd():
-        xx = x.detach().requires_grad_(True)
-        proc(xx, **params(True)).sum().backward()
+    return Case(impl, proc, size, fwd, lambda: run(True))
 
-    return Case("dynfx", cls.__name__, size, fwd, fwdbwd)
+
+def dynfx_case(cls, size, device) -> Case:
+    b = size[0]
+    x = _audio(size, device)
+    proc = cls(sample_rate=FS)
+
+    def run(grad):
+        xx = x.detach().requires_grad_(grad)
+        if cls is dynfx.Compressor:
+            kw = {"dsp_params": {k: torch.full((b,), v, device=device, requires_grad=grad)
+                                 for k, v in COMP.items()}}
+        else:
+            u = torch.full((b, proc.count_num_parameters()), 0.5, device=device)
+            kw = {"norm_params": u.requires_grad_(grad)}
+        y = proc(xx, **kw)
+        if grad:
+            y.sum().backward()
+
+    return _case("dynfx", cls.__name__, size, run)
 
 
 def torchcomp_case(size, device) -> Optional[Case]:
@@ -139,9 +149,8 @@ def torchcomp_case(size, device) -> Optional[Case]:
         import torchcomp
     except ImportError:
         return None
-    b, c, t = size
-    g = torch.Generator().manual_seed(0)
-    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
+    b = size[0]
+    x = _audio(size, device)
 
     def run(grad):
         xx = x.detach().requires_grad_(grad)
@@ -154,11 +163,7 @@ def torchcomp_case(size, device) -> Optional[Case]:
         if grad:
             y.sum().backward()
 
-    def fwd():
-        with torch.no_grad():
-            run(False)
-
-    return Case("torchcomp 0.2.1", "Compressor", size, fwd, lambda: run(True))
+    return _case("torchcomp 0.2.1", "Compressor", size, run)
 
 
 def difffx_case(size, device) -> Optional[Case]:
@@ -166,9 +171,8 @@ def difffx_case(size, device) -> Optional[Case]:
         from diffFx_pytorch.processors.dynamics import Compressor
     except Exception:  # noqa: BLE001 - any import problem means "not available"
         return None
-    b, c, t = size
-    g = torch.Generator().manual_seed(0)
-    x = (0.3 * torch.randn(b, c, t, generator=g)).to(device)
+    b = size[0]
+    x = _audio(size, device)
     proc = Compressor(sample_rate=FS, knee_type="quadratic")
 
     def run(grad):
@@ -178,11 +182,7 @@ def difffx_case(size, device) -> Optional[Case]:
         if grad:
             y.sum().backward()
 
-    def fwd():
-        with torch.no_grad():
-            run(False)
-
-    return Case("diffFx-pytorch 0.0.5", "Compressor", size, fwd, lambda: run(True))
+    return _case("diffFx-pytorch 0.0.5", "Compressor", size, run)
 
 
 # ----------------------------------------------------------------------------------------------

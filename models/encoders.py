@@ -17,7 +17,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-__all__ = ["MelEnvelopeEncoder", "EnvelopeEncoder", "INPUT_MODES", "level_envelope_db"]
+__all__ = ["MelEnvelopeEncoder", "EnvelopeEncoder", "FrameEncoder", "INPUT_MODES", "level_envelope_db",
+           "frame_features"]
 
 INPUT_MODES = ("wet", "dry_wet")
 LEVEL_BINS_DB = (-90.0, 0.0, 30)  # low, high, count of the gain-versus-level profile
@@ -163,4 +164,124 @@ class MelEnvelopeEncoder(nn.Module):
         h = [self.mel_net(self.features.log_mel(wet, dry)).flatten(1), _pool1d(self.env_net(env))]
         if profile is not None:
             h.append(profile)
+        return self.head(torch.cat(h, dim=1))
+
+
+# --------------------------------------------------------------------------------------------
+# FrameEncoder: fine-hop level and gain traces into a dilated 1-D CNN (a sequence model)
+# --------------------------------------------------------------------------------------------
+DB_FLOOR = -100.0
+
+
+def frame_features(wet: Tensor, dry: Tensor | None, hop: int) -> Tensor:
+    """Per-frame traces of (B, C, T) audio, channels linked, scaled by 1/20 dB: (B, K, T // hop).
+
+    ``dry_wet`` (K = 6): dry RMS level, wet RMS level, their difference (the applied gain), dry
+    peak level, the gain at the dry signal's peak sample of the frame (a clean reading of the
+    instantaneous gain, where the signal is loudest), and a validity flag (dry above -80 dBFS).
+    ``wet`` (K = 3): wet RMS level, wet peak level and their difference (the crest factor).
+    """
+    frames = wet.shape[-1] // hop
+    n = frames * hop
+
+    def traces(x):
+        mag = x[..., :n].abs().mean(dim=1).reshape(x.shape[0], frames, hop)  # channel-linked
+        power = x[..., :n].square().mean(dim=1).reshape(x.shape[0], frames, hop).mean(-1)
+        rms_db = (10.0 * torch.log10(power + 1e-20)).clamp_min(DB_FLOOR)
+        peak, idx = mag.max(dim=-1)
+        peak_db = (20.0 * torch.log10(peak + 1e-20)).clamp_min(DB_FLOOR)
+        return mag, rms_db, peak_db, idx
+
+    mag_w, rms_w, peak_w, _ = traces(wet)
+    if dry is None:
+        return torch.stack([rms_w, peak_w, peak_w - rms_w], dim=1) / 20.0
+    _, rms_d, peak_d, idx = traces(dry)
+    at_peak = mag_w.gather(-1, idx[..., None]).squeeze(-1)
+    gain_peak = (20.0 * torch.log10(at_peak + 1e-20)).clamp_min(DB_FLOOR) - peak_d
+    valid = (rms_d > -80.0).to(wet.dtype)
+    gain_peak = gain_peak.clamp(-60.0, 40.0) * valid
+    gain_rms = (rms_w - rms_d).clamp(-60.0, 40.0) * valid
+    return torch.stack([rms_d, rms_w, gain_rms, peak_d, gain_peak, 20.0 * valid], dim=1) / 20.0
+
+
+class _Res(nn.Module):
+    """Residual dilated block: GELU(conv k=3, dilation d) then a 1x1 conv, added to the input."""
+
+    def __init__(self, ch: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(ch, ch, 3, padding=dilation, dilation=dilation)
+        self.mix = nn.Conv1d(ch, ch, 1)
+        nn.init.zeros_(self.mix.weight)
+        nn.init.zeros_(self.mix.bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.mix(nn.functional.gelu(self.conv(h)))
+
+
+class _AttentionPool(nn.Module):
+    """Softmax-over-time weights from a 1x1 conv, ``heads`` weighted means (B, heads * ch), plus
+    the plain mean and max over time."""
+
+    def __init__(self, ch: int, heads: int):
+        super().__init__()
+        self.score = nn.Conv1d(ch, heads, 1)
+        self.heads = heads
+
+    def forward(self, h: Tensor) -> Tensor:
+        w = torch.softmax(self.score(h), dim=-1)  # (B, heads, F)
+        att = torch.einsum("bhf,bcf->bhc", w, h).flatten(1)
+        return torch.cat([att, h.mean(dim=-1), h.amax(dim=-1)], dim=1)
+
+
+class FrameEncoder(nn.Module):
+    """Sequence encoder over fine-hop traces (see :func:`frame_features`; 2.9 ms frames at
+    44.1 kHz by default): a stem, then stages of residual dilated convolutions, each stage after
+    the first halving the frame rate, so the receptive field covers about a second (the longest
+    release times) while the early layers keep 3 ms resolution (attack times). Attention pooling
+    over time, plus in ``dry_wet`` mode the measured gain-versus-level profile, feed an MLP head.
+
+    Shape:
+        wet, dry: (B, C, T); output: (B, num_outputs) in [0, 1].
+    """
+
+    def __init__(self, num_outputs: int, sample_rate: int = 44100, input_mode: str = "dry_wet",
+                 hop_ms: float = 2.9, widths: tuple = (32, 48, 64, 96, 128),
+                 dilations: tuple = (1, 3, 9), heads: int = 4, hidden: int = 256,
+                 stem_stride: int = 1):
+        super().__init__()
+        if input_mode not in INPUT_MODES:
+            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        self.input_mode = input_mode
+        self.hop = max(1, int(round(hop_ms * sample_rate / 1000)))
+        in_ch = 6 if input_mode == "dry_wet" else 3
+        widths = tuple(int(w) for w in widths)
+        stem_stride = int(stem_stride)
+        if stem_stride == 1:
+            layers: list[nn.Module] = [nn.Conv1d(in_ch, widths[0], 5, padding=2)]
+        else:  # a strided stem: the first stage runs at a lower frame rate (cheaper)
+            layers = [nn.Conv1d(in_ch, widths[0], 2 * stem_stride, stride=stem_stride,
+                                padding=stem_stride // 2)]
+        prev = widths[0]
+        for s, w in enumerate(widths):
+            if s > 0:
+                layers += [nn.GroupNorm(1, prev), nn.Conv1d(prev, w, 4, stride=2, padding=1)]
+            layers += [_Res(w, int(d)) for d in dilations]
+            prev = w
+        layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+        self.pool = _AttentionPool(prev, heads)
+        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
+
+    def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
+        if self.input_mode == "dry_wet" and dry is None:
+            raise ValueError("FrameEncoder(input_mode='dry_wet') needs the dry audio")
+        dry = dry if self.input_mode == "dry_wet" else None
+        feats = frame_features(wet, dry, self.hop)
+        if feats.shape[-1] < 16:
+            raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "
+                             f"it needs at least {16 * self.hop}")
+        h = [self.pool(self.net(feats))]
+        if dry is not None:
+            h.append(gain_level_profile(feats[:, 0] * 20.0, feats[:, 1] * 20.0))
         return self.head(torch.cat(h, dim=1))

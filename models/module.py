@@ -3,7 +3,9 @@ processor."""
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections import defaultdict
 from typing import Callable, Optional
 
@@ -14,10 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from .metrics import gain_mae_db, param_errors, si_sdr
+from .refine import refine_settings
 
 __all__ = ["EffectEstimator", "RUN_CONFIG_KEY"]
 
 RUN_CONFIG_KEY = "dynfx_run_config"
+TRAIN_INFO_KEY = "dynfx_train_info"  # wall time and examples seen in training
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -38,19 +42,40 @@ class EffectEstimator(L.LightningModule):
     ``encoder(wet, dry)`` predicts ``norm_params``; the processor renders ``processor(dry, pred)``.
     Loss = ``w_stft * MR-STFT(pred audio, wet) + w_param * L1(pred, true, normalised)
     + w_gain * L1(gain curves, dB)``; every term is logged under ``train/`` and ``val/``.
+    Only terms with a non-zero weight are computed (the MR-STFT term is the costly one on a CPU).
+
+    With ``w_unident < 1`` the parameter term weights each setting of each example by whether the
+    audio determines it (the benchmark's identifiability test, one direction: one extra render
+    per setting): identifiable settings count fully, the others ``w_unident``, so settings the
+    audio does not determine do not pull the others toward the mean.
 
     Args:
         encoder: an ``nn.Module`` (wet, dry) -> (B, P) in [0, 1].
         processor: a dynfx processor (the differentiable final layer).
         input_mode: ``"wet"`` or ``"dry_wet"`` (what the encoder sees).
         optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_``).
+        scheduler: ``None`` (constant rate) or ``"cosine"`` (linear warm-up over
+            ``warmup_frac`` of the run, then cosine decay to 5 % of the rate).
+        refine_steps, refine_lr: test/predict-time refinement (dry_wet); the test reports the
+            network alone (``model``) and refined (``model+refine``).
     """
 
     def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: str = "dry_wet",
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
-                 refine_steps: int = 0, refine_lr: float = 0.05):
+                 refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
+                 scheduler: Optional[str] = None, warmup_frac: float = 0.03):
         super().__init__()
+        if scheduler not in (None, "none", "cosine"):
+            raise ValueError(f"scheduler must be null or 'cosine', got {scheduler!r}")
+        if not 0.0 <= w_unident <= 1.0:
+            raise ValueError(f"w_unident must be in [0, 1], got {w_unident}")
+        self.w_unident = float(w_unident)
+        self.scheduler = None if scheduler in (None, "none") else scheduler
+        self.warmup_frac = float(warmup_frac)
+        self.train_seconds = 0.0  # wall time spent in training epochs (kept in checkpoints)
+        self.train_examples = 0
+        self._epoch_t0: Optional[float] = None
         self.encoder = encoder
         self.processor = processor
         self.input_mode = input_mode
@@ -75,47 +100,46 @@ class EffectEstimator(L.LightningModule):
         return pred
 
     def refine(self, dry: Tensor, wet: Tensor, init: Tensor) -> Tensor:
-        """Gradient descent on the settings through the differentiable processor.
-
-        With dry and wet known, the applied gain is observable sample by sample
-        (``20 log10 |wet| / |dry|``); Adam on the logits of the normalised settings minimises the
-        mean absolute difference (dB) between that and the gain of ``processor(dry, settings)``,
-        starting from the encoder's estimate. Samples below -80 dBFS in the dry signal are ignored;
-        gains are floored at -100 dB.
-        """
-        with torch.inference_mode(False), torch.enable_grad():
-            dry, wet = dry.detach().clone(), wet.detach().clone()
-            logits = torch.logit(init.detach().clone().clamp(1e-4, 1 - 1e-4)).requires_grad_(True)
-            opt = torch.optim.Adam([logits], lr=self.refine_lr)
-            valid = dry.abs() > 1e-4
-            target = (20 * torch.log10(wet.abs() + 1e-12) - 20 * torch.log10(dry.abs() + 1e-12))
-            target = target.clamp_min(-100.0)
-            count = valid.sum(dim=(1, 2)).clamp_min(1)
-            for _ in range(self.refine_steps):
-                y = self.processor(dry, norm_params=torch.sigmoid(logits), validate=False)
-                gain = (20 * torch.log10(y.abs() + 1e-12)
-                        - 20 * torch.log10(dry.abs() + 1e-12)).clamp_min(-100.0)
-                per_item = torch.where(valid, (gain - target).abs(), 0.0).sum(dim=(1, 2)) / count
-                opt.zero_grad()
-                per_item.sum().backward()
-                opt.step()
-            return torch.sigmoid(logits).detach()
+        """Gradient descent on the settings through the differentiable processor, from ``init``
+        (``refine_steps`` Adam steps at ``refine_lr``; see :func:`models.refine.refine_settings`):
+        with dry and wet known, the applied gain is observable sample by sample."""
+        return refine_settings(self.processor, dry, wet, init, self.refine_steps,
+                               self.refine_lr)[0]
 
     @torch.no_grad()
     def render_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
         return self.processor(dry, norm_params=norm, return_gain=True, validate=False)
 
-    def _step(self, batch: dict, stage: str):
+    def _param_weights(self, dry: Tensor, true: Tensor) -> Optional[Tensor]:
+        if self.w_unident >= 1.0:
+            return None
+        from .benchmark import identifiable
+
+        ident = identifiable(self.processor, dry, true, both=False).to(true.device)
+        return torch.where(ident, 1.0, self.w_unident).to(true.dtype)
+
+    def _step(self, batch: dict, stage: str, all_terms: bool = False):
         dry, true = batch["dry"], batch["norm_params"]
         wet, gain_true = self.render_target(dry, true)
         pred = self(wet, dry)
-        y, gain_pred = self.processor(dry, norm_params=pred, return_gain=True, validate=False)
-        terms = {
-            "stft": self.mrstft(y, wet),
-            "param": (pred - true).abs().mean(),
-            "gain": gain_mae_db(gain_pred, gain_true).mean() / 10.0,
-        }
+        need_audio = all_terms or self.weights["stft"] or self.weights["gain"]
+        y = gain_pred = None
+        if need_audio:
+            y, gain_pred = self.processor(dry, norm_params=pred, return_gain=True,
+                                          validate=False)
+        terms = {}
+        if all_terms or self.weights["param"]:
+            err = (pred - true).abs()
+            weights = self._param_weights(dry, true) if stage != "test" else None
+            terms["param"] = err.mean() if weights is None else (err * weights).sum() / (
+                weights.sum().clamp_min(1e-6))
+        if all_terms or self.weights["stft"]:
+            terms["stft"] = self.mrstft(y, wet)
+        if all_terms or self.weights["gain"]:
+            terms["gain"] = gain_mae_db(gain_pred, gain_true).mean() / 10.0
         loss = sum(self.weights[k] * v for k, v in terms.items() if self.weights[k])
+        if not isinstance(loss, Tensor):  # every weight 0: nothing to learn from
+            raise ValueError("every loss weight (w_stft, w_param, w_gain) is 0")
         batch_size = dry.shape[0]
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
         for k, v in terms.items():
@@ -124,6 +148,7 @@ class EffectEstimator(L.LightningModule):
                       "gain_true": gain_true, "gain_pred": gain_pred}
 
     def training_step(self, batch, batch_idx):
+        self.train_examples += int(batch["dry"].shape[0])
         return self._step(batch, "train")[0]
 
     def validation_step(self, batch, batch_idx):
@@ -133,6 +158,12 @@ class EffectEstimator(L.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and "train" in getattr(dm, "splits", {}):
             dm.splits["train"].set_epoch(self.current_epoch)  # new settings every epoch
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_t0 is not None:
+            self.train_seconds += time.perf_counter() - self._epoch_t0
+            self._epoch_t0 = None
 
     # -- test: the model and two baselines on the same examples --------------------------------
     def on_test_epoch_start(self) -> None:
@@ -144,16 +175,16 @@ class EffectEstimator(L.LightningModule):
         return {f"{prefix}/mrstft": per_item, f"{prefix}/si_sdr": si_sdr(y, wet)}
 
     def test_step(self, batch, batch_idx):
-        _, out = self._step(batch, "test")
+        _, out = self._step(batch, "test", all_terms=True)
         dry, wet, true = out["dry"], out["wet"], out["true"]
+        rows = [("model", out["pred"], out["y"], out["gain_pred"])]
         if self.refine_steps > 0 and self.input_mode == "dry_wet":
-            out["pred"] = self.refine(dry, wet, out["pred"])
-            out["y"], out["gain_pred"] = self.render_target(dry, out["pred"])
+            refined = self.refine(dry, wet, out["pred"])
+            rows.append(("model+refine", refined, *self.render_target(dry, refined)))
         metrics: dict[str, Tensor] = {}
         mean_norm = torch.full_like(true, 0.5)
-        y_mean, gain_mean = self.render_target(dry, mean_norm)
-        for prefix, pred, y, gain in (("model", out["pred"], out["y"], out["gain_pred"]),
-                                      ("mean", mean_norm, y_mean, gain_mean)):
+        rows.append(("mean", mean_norm, *self.render_target(dry, mean_norm)))
+        for prefix, pred, y, gain in rows:
             metrics.update(self._audio_metrics(prefix, y, wet))
             metrics[f"{prefix}/gain_mae_db"] = gain_mae_db(gain, out["gain_true"])
             for k, v in param_errors(self.processor, pred.detach().double(),
@@ -183,6 +214,9 @@ class EffectEstimator(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if getattr(self, "run_config", None) is not None:
             checkpoint[RUN_CONFIG_KEY] = self.run_config
+        running = 0.0 if self._epoch_t0 is None else time.perf_counter() - self._epoch_t0
+        checkpoint[TRAIN_INFO_KEY] = {"train_seconds": self.train_seconds + running,
+                                      "train_examples": self.train_examples}
         checkpoint["rng_states"] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state_to_plain(np.random.get_state()),
@@ -191,6 +225,9 @@ class EffectEstimator(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        info = checkpoint.get(TRAIN_INFO_KEY) or {}
+        self.train_seconds = float(info.get("train_seconds", 0.0))
+        self.train_examples = int(info.get("train_examples", 0))
         states = checkpoint.get("rng_states")
         if not states:
             return
@@ -201,4 +238,17 @@ class EffectEstimator(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.encoder.parameters())
+        opt = self.optimizer_factory(self.encoder.parameters())
+        if self.scheduler is None:
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warm = max(1, int(self.warmup_frac * total))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -33,8 +33,12 @@ def build(cfg: DictConfig) -> tuple[EffectEstimator, EffectDataModule]:
 
 
 def results_table(results: dict[str, float], processor) -> str:
-    """Markdown table: one row per metric, columns model / mean baseline / no-op baseline."""
-    rows = ["| metric | model | mean baseline | no-op baseline |", "|---|---|---|---|"]
+    """Markdown table: one row per metric, columns model (the network alone), model+refine (when
+    the test refined), mean baseline, no-op baseline."""
+    refined = any(k.startswith("model+refine/") for k in results)
+    cols = ["model", *(["model+refine"] if refined else []), "mean", "noop"]
+    heads = ["model", *(["model+refine"] if refined else []), "mean baseline", "no-op baseline"]
+    rows = ["| metric | " + " | ".join(heads) + " |", "|---" * (len(cols) + 1) + "|"]
     names = ["mrstft", "si_sdr", "gain_mae_db"]
     names += [f"mae/{n}" for n in processor.param_names]
     names += [f"log_err/{n}" for n, p in processor.params.items() if p.scale == "log"]
@@ -45,8 +49,7 @@ def results_table(results: dict[str, float], processor) -> str:
         return "-" if v is None else f"{v:.4g}"
 
     for name in names:
-        rows.append(f"| {name} | {cell('model', name)} | {cell('mean', name)} | "
-                    f"{cell('noop', name)} |")
+        rows.append(f"| {name} | " + " | ".join(cell(c, name) for c in cols) + " |")
     return "\n".join(rows)
 
 

@@ -8,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from .datasets import EffectPairs, FolderClips, SyntheticClips
+from .pool import BuiltinPool
 
 __all__ = ["EffectDataModule"]
 
@@ -16,27 +17,40 @@ class EffectDataModule(L.LightningDataModule):
     """Train/val/test splits of (dry clip, normalised settings).
 
     Args:
-        source: ``"synthetic"`` (the built-in generator) or ``"folder"`` (``root`` required).
+        source: ``"synthetic"`` (the built-in generator, clips made once per split),
+            ``"pool"`` (the built-in generator for long runs: a cached pool of clips, random
+            crops at the estimation benchmark's levels, new every epoch) or ``"folder"``
+            (``root`` required).
         num_params: the processor's parameter count (from the processor; set by the pipeline).
         sizes: clips per split; seeds: generator seeds per split (val and test are fixed by them).
+        clip_samples: clip length in samples (overrides ``clip_seconds``).
+        pool_size, pool_seconds: ``pool`` source: clips in the training pool and their length
+            (training crops are cut from them at random); ``level_db``: RMS level range (dBFS);
+            ``cache_dir``: where generated pools are cached (``null``: no cache).
     """
 
     def __init__(self, source: str = "synthetic", root: Optional[str] = None,
                  sample_rate: int = 22050, clip_seconds: float = 1.0, channels: int = 1,
                  train_size: int = 512, val_size: int = 64, test_size: int = 128,
                  seed: int = 0, batch_size: int = 16, num_workers: int = 0,
-                 num_params: int = 0):
+                 num_params: int = 0, pool_size: Optional[int] = None,
+                 pool_seconds: Optional[float] = None, level_db=(-30.0, -10.0),
+                 cache_dir: Optional[str] = ".cache/dynfx", clip_samples: Optional[int] = None):
         super().__init__()
-        if source not in ("synthetic", "folder"):
-            raise ValueError(f"data source must be 'synthetic' or 'folder', got {source!r}")
+        if source not in ("synthetic", "pool", "folder"):
+            raise ValueError(f"data source must be 'synthetic', 'pool' or 'folder', got {source!r}")
         if source == "folder" and not root:
             raise ValueError("data source 'folder' needs data.root=/path/to/audio")
         self.source, self.root = source, root
+        if clip_samples:  # an exact length in samples (the benchmark's 131072) wins
+            clip_seconds = int(clip_samples) / sample_rate
         self.sample_rate, self.clip_seconds, self.channels = sample_rate, clip_seconds, channels
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.seeds = {"train": seed, "val": seed + 1_000_003, "test": seed + 2_000_003}
         self.batch_size, self.num_workers = batch_size, num_workers
         self.num_params = num_params
+        self.pool_size, self.pool_seconds = pool_size, pool_seconds
+        self.level_db, self.cache_dir = tuple(level_db), cache_dir
         self.splits: dict[str, EffectPairs] = {}
 
     def _clips(self, split: str):
@@ -44,6 +58,13 @@ class EffectDataModule(L.LightningDataModule):
                   channels=self.channels)
         if self.source == "synthetic":
             return SyntheticClips(self.sizes[split], self.seeds[split], **kw)
+        if self.source == "pool":
+            n = int(round(self.sample_rate * self.clip_seconds))
+            pool_n = int(round(self.sample_rate * (self.pool_seconds or self.clip_seconds)))
+            return BuiltinPool(self.sizes[split], self.seeds[split], self.sample_rate, n,
+                               self.channels, pool_size=self.pool_size if split == "train" else None,
+                               pool_samples=pool_n, level_db=self.level_db,
+                               fixed=split != "train", cache_dir=self.cache_dir)
         return FolderClips(self.root, self.sizes[split], self.seeds[split], fixed=split != "train",
                            **kw)
 

@@ -123,6 +123,8 @@ class EffectPairs(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if hasattr(self.source, "set_epoch"):  # sources that draw new crops every epoch
+            self.source.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.source)

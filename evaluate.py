@@ -4,6 +4,8 @@
     python evaluate.py mode=predict ckpt_path=... wet=song_compressed.wav dry=song.wav
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -12,12 +14,16 @@ from models.pipeline import evaluate, predict
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    if cfg.mode == "predict":
-        predict(cfg)
-    elif cfg.mode == "evaluate":
-        evaluate(cfg)
-    else:
-        raise ValueError(f"mode must be 'evaluate' or 'predict', got {cfg.mode!r}")
+    try:
+        if cfg.mode == "predict":
+            predict(cfg)
+        elif cfg.mode == "evaluate":
+            evaluate(cfg)
+        else:
+            raise ValueError(f"mode must be 'evaluate' or 'predict', got {cfg.mode!r}")
+    except (ValueError, FileNotFoundError) as exc:  # user errors: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

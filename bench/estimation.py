@@ -27,6 +27,7 @@ def _model_case(ckpt: str, pm, log):
     import torchaudio.functional as AF
     from hydra.utils import instantiate
 
+    from models.checkpoint import load_state
     from models.pipeline import load_checkpoint
 
     module, run_cfg = load_checkpoint(ckpt)
@@ -42,7 +43,7 @@ def _model_case(ckpt: str, pm, log):
             return encoder(wet, dry)
 
     info = {}
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_state(ckpt)
     for k in ("train_seconds", "train_examples"):
         if k in state.get("dynfx_train_info", {}):
             info[k] = float(state["dynfx_train_info"][k])
@@ -80,7 +81,18 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", default=str(ROOT / "bench" / "estimation"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--readme", nargs="?", const=str(ROOT / "README.md"), default=None,
+                    help="regenerate the README's results section from results.json (alone: "
+                         "without running anything)")
     args = ap.parse_args(argv)
+    if args.readme and not args.ckpt and not args.baseline:
+        from models import benchmark as pm
+
+        records = json.loads((Path(args.out) / "results.json").read_text())
+        if not pm.update_readme(Path(args.readme), records):
+            ap.error(f"{args.readme} has no results markers")
+        print(f"updated {args.readme} from {Path(args.out) / 'results.json'}")
+        return 0
     if not args.ckpt and not args.baseline:
         ap.error("give at least one --ckpt or --baseline")
     if args.n <= 0:
@@ -122,6 +134,10 @@ def main(argv=None) -> int:
             path = pm.write_outputs(out, records, per_example, tag)
             print(f"{tag}: {time.perf_counter() - t0:.0f} s -> {path}")
     print((out / "results.md").read_text())
+    if args.readme:
+        records = json.loads((out / "results.json").read_text())
+        if pm.update_readme(Path(args.readme), records):
+            print(f"updated the results section of {args.readme}")
     print(json.dumps({"wrote": str(out / "results.json")}))
     return 0
 

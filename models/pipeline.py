@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint import CheckpointError, check_finite_state, check_targets, load_state
 from .data.datamodule import EffectDataModule
 from .module import RUN_CONFIG_KEY, EffectEstimator
 
@@ -97,13 +98,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
-    """Rebuild the module from the config saved in its own checkpoint and load the weights."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    if RUN_CONFIG_KEY not in state:
-        raise ValueError(f"{ckpt_path} has no saved run config (not written by train.py?)")
+    """Rebuild the module from the config saved in its own checkpoint and load the weights.
+
+    Safe with files from elsewhere: the file is read with ``weights_only=True`` (no pickled
+    code runs), every ``_target_`` of the saved config must be under the allowlist of
+    :mod:`models.checkpoint` (checked before anything is built), and non-finite weights are
+    refused. Every failure is a :class:`~models.checkpoint.CheckpointError` naming the file."""
+    state = load_state(ckpt_path)
+    if RUN_CONFIG_KEY not in state or not isinstance(state[RUN_CONFIG_KEY], dict):
+        raise CheckpointError(f"{ckpt_path} has no saved run config (not written by train.py?)")
+    check_targets(state[RUN_CONFIG_KEY], source=f"checkpoint {ckpt_path}: the saved config")
+    check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
     cfg = OmegaConf.create(state[RUN_CONFIG_KEY])
     module, _ = build(cfg)
-    module.load_state_dict(state["state_dict"])
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"checkpoint {ckpt_path}: its weights do not match its saved "
+                              f"processor/encoder config ({first})") from None
     module.eval()
     return module, cfg
 

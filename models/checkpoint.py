@@ -1,0 +1,94 @@
+"""Loading checkpoints safely: tensors and plain data only, an allowlist for the saved config's
+``_target_`` entries, and one clear error for a missing, corrupt or non-finite checkpoint."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+__all__ = ["CheckpointError", "load_state", "check_targets", "ALLOWED_TARGET_PREFIXES",
+           "check_finite_state"]
+
+# what a checkpoint's saved config may name as a target: the project's packages, the optimizers
+# and what the shipped configs use (an entry ending in "." is a prefix, any other an exact name)
+ALLOWED_TARGET_PREFIXES = ("dynfx.", "models.", "torch.optim.", "lightning.Trainer",
+                           "lightning.pytorch.callbacks.", "lightning.pytorch.loggers.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, unsafe or non-finite."""
+
+
+def load_state(path: str | Path) -> dict:
+    """``torch.load`` with ``weights_only=True`` (nothing in the file can run code), on the CPU.
+
+    Raises :class:`CheckpointError` with one line naming the file when it is missing, truncated
+    or corrupt, or holds objects other than tensors and plain data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted save?")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint {path} holds objects that only pickle can rebuild; refused "
+                f"(checkpoints are loaded with weights_only=True): {msg}") from None
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: "
+                              f"{msg})") from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise CheckpointError(f"checkpoint {path} has no state_dict (not a training checkpoint)")
+    return state
+
+
+def _targets(node: Any, where: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            here = f"{where}.{k}" if where else str(k)
+            if k == "_target_":
+                yield here, v
+            else:
+                yield from _targets(v, here)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _targets(v, f"{where}[{i}]")
+
+
+def check_targets(config: Any, allowed: tuple[str, ...] = ALLOWED_TARGET_PREFIXES,
+                  source: str = "the checkpoint's config") -> None:
+    """Raise :class:`CheckpointError` before anything is built when a ``_target_`` anywhere in
+    ``config`` (a plain dict/list tree) is not under one of the ``allowed`` prefixes."""
+    for where, target in _targets(config):
+        ok = isinstance(target, str) and any(
+            target.startswith(a) if a.endswith(".") else target == a for a in allowed)
+        if not ok:
+            raise CheckpointError(
+                f"{source} asks to instantiate {target!r} at {where}; only targets under "
+                f"{', '.join(allowed)} may be built from a checkpoint")
+
+
+def check_finite_state(state_dict: dict, source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` when a floating tensor of ``state_dict`` is not finite."""
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(
+                torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{source}: weight {name} has {bad} non-finite values (NaN or "
+                                  f"Inf); the run diverged, use an earlier checkpoint")
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN/Inf floats as ``None`` (recursively), so that JSON written from it is valid."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Union
 
 import torch
@@ -80,7 +81,9 @@ def as_batch(value: ParamValue, batch: int, like: Tensor, name: str = "value") -
     Raises:
         ValueError: for other shapes, a batch size other than ``batch``, or a non-numeric value.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, Tensor)):
+    # numbers.Real admits NumPy's scalar types (np.float32(4.0), np.int64(4)); booleans
+    # (Python's and NumPy's) are refused: True is not a setting
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, Tensor)):
         raise ValueError(
             f"{name}: expected a number, a 0-D tensor or a ({batch},) tensor, "
             f"got {type(value).__name__}"
@@ -89,6 +92,10 @@ def as_batch(value: ParamValue, batch: int, like: Tensor, name: str = "value") -
         return torch.full((batch,), float(value), dtype=like.dtype, device=like.device)
     if value.is_complex():
         raise ValueError(f"{name}: expected a real value, got a complex tensor")
+    if value.dtype == torch.bool:
+        raise ValueError(f"{name}: expected a real value, got a boolean tensor")
+    if value.device.type == "meta":
+        raise ValueError(f"{name}: the tensor is on the meta device (it has no values)")
     value = value.to(dtype=like.dtype, device=like.device)
     if value.dim() == 0:
         return value.expand(batch)

@@ -28,6 +28,13 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
+def _check_real_tensor(t: Tensor, what: str) -> None:
+    if t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{what} must be a real tensor, got dtype {t.dtype}")
+    if t.device.type == "meta":
+        raise ValueError(f"{what} is on the meta device (it has no values)")
+
+
 def _first_bad(values: Tensor, bad: Tensor) -> float:
     return float(values.detach()[bad].flatten()[0])
 
@@ -74,7 +81,27 @@ class DynamicsProcessor(nn.Module):
                     f"{type(self).__name__}: param_range[{name!r}] must be an EffectParam, "
                     f"got {type(spec).__name__}"
                 )
+            self._check_physical(name, spec)
             self._params[name] = spec
+
+    def _check_physical(self, name: str, spec: EffectParam) -> None:
+        """Refuse ranges that mean nothing physically: a ratio below 1, negative times or knee
+        widths, crossovers outside (0, fs / 2). (Empty, reversed and non-positive log ranges
+        are refused by :class:`EffectParam` itself.)"""
+        base = name.split("_", 1)[1] if name.startswith("band") else name
+        lo, hi = spec.min_val, spec.max_val
+        why = None
+        if base == "ratio" and lo < 1.0:
+            why = "a ratio below 1 is not compression or expansion (1 = no change)"
+        elif base.endswith("_ms") and lo < 0.0:
+            why = "a time cannot be negative"
+        elif base == "knee_db" and lo < 0.0:
+            why = "a knee width cannot be negative"
+        elif base.startswith("crossover") and (lo <= 0.0 or hi >= self.sample_rate / 2):
+            why = f"a crossover must lie in (0, {self.sample_rate / 2:g}) Hz (fs / 2)"
+        if why:
+            raise ValueError(f"{type(self).__name__}: param_range[{name!r}] = {spec.range_str()} "
+                             f"is not usable: {why}")
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -128,7 +155,11 @@ class DynamicsProcessor(nn.Module):
                 dict name -> (B,) tensor.
             dsp_params: dict name -> number, 0-D tensor or (B,) tensor in physical units.
             return_gain: also return the applied gain in dB (without makeup).
-            validate: check parameter values (default: the constructor's ``validate``).
+            validate: check parameter values and the audio (default: the constructor's
+                ``validate``). Audio with a NaN, an infinite sample or a sample whose power
+                overflows (|x| > sqrt(finfo.max) / 1000, about 1.8e16 in float32) is a
+                ``ValueError`` naming the item and the first such sample; with
+                ``validate=False`` such an item's whole output (and gain) is NaN instead.
 
         Returns:
             ``y`` with x's shape, dtype and device, or ``(y, gain_db)`` when ``return_gain``;
@@ -137,8 +168,16 @@ class DynamicsProcessor(nn.Module):
         self._check_input(x)
         validate = self.validate if validate is None else validate
         work = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        if validate:
+            self._check_audio_values(work)
         params = self._resolve(work, norm_params, dsp_params, validate)
         y, gain_db = self._process(work, params)
+        if not validate:  # never a silent switch-off: a bad item's output and gain are NaN
+            bad = self._bad_items(work)
+            if bool(bad.any()):
+                y = torch.where(bad[:, None, None], torch.nan, y)
+                gain_db = torch.where(bad.reshape(-1, *([1] * (gain_db.dim() - 1))), torch.nan,
+                                      gain_db)
         y = y.to(x.dtype)
         if return_gain:
             return y, gain_db.to(x.dtype)
@@ -165,6 +204,41 @@ class DynamicsProcessor(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}: {expected} with B, C, T >= 1, got shape {tuple(x.shape)}"
             )
+        if x.device.type == "meta":
+            raise ValueError(f"{type(self).__name__}: the audio is on the meta device "
+                             "(it has no values to process)")
+
+    @staticmethod
+    def _amplitude_limit(dtype: torch.dtype) -> float:
+        """Largest |sample| whose power (and channel sum of powers) cannot overflow ``dtype``:
+        sqrt(max) / 1000 (about 1.8e16 in float32)."""
+        return math.sqrt(torch.finfo(dtype).max) / 1000.0
+
+    def _check_audio_values(self, x: Tensor) -> None:
+        """``ValueError`` naming the batch item and the first sample that is NaN, infinite or
+        so large that its power overflows."""
+        limit = self._amplitude_limit(x.dtype)
+        bad = ~torch.isfinite(x) | (x.abs() > limit)
+        if not bool(bad.any()):
+            return
+        item = int(bad.flatten(1).any(dim=1).nonzero()[0])
+        hits = bad[item].nonzero()  # (k, 2): channel, sample
+        first = int(hits[:, 1].min())
+        channel = int(hits[hits[:, 1] == first][0, 0])
+        value = float(x[item, channel, first])
+        why = "is not finite" if not math.isfinite(value) else (
+            f"exceeds {limit:.3g} in magnitude (its power could overflow {x.dtype})")
+        raise ValueError(f"{type(self).__name__}: audio item {item}, channel {channel}, sample "
+                         f"{first} = {value:g} {why}; pass finite audio (validate=False turns "
+                         "the whole output of such an item into NaN)")
+
+    def _bad_items(self, x: Tensor) -> Tensor:
+        """(B,) bool: items holding a non-finite or overflowing sample (max/min reductions,
+        which propagate NaN)."""
+        limit = self._amplitude_limit(x.dtype)
+        x = x.detach()
+        peak = torch.maximum(x.amax(dim=(1, 2)), -x.amin(dim=(1, 2)))
+        return ~torch.isfinite(peak) | (peak > limit)
 
     def _check_names(self, given: Mapping, what: str) -> None:
         if not isinstance(given, Mapping):
@@ -186,6 +260,7 @@ class DynamicsProcessor(nn.Module):
         name = type(self).__name__
         n_params = len(self._params)
         if isinstance(norm_params, Tensor):
+            _check_real_tensor(norm_params, f"{name}: norm_params")
             shape = tuple(norm_params.shape)
             if (
                 norm_params.dim() != 2
@@ -202,6 +277,8 @@ class DynamicsProcessor(nn.Module):
         cols = {}
         for n in self._params:
             v = norm_params[n]
+            if isinstance(v, Tensor):
+                _check_real_tensor(v, f"{name}: norm_params[{n!r}]")
             if not isinstance(v, Tensor) or v.dim() != 1 or (batch is not None and len(v) != batch):
                 got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
                 raise ValueError(

@@ -5,15 +5,25 @@
     python train.py -m processor=compressor,limiter processor.knee_type=hard,quadratic
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
+from models.module import NonFiniteTrainingError
 from models.pipeline import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except NonFiniteTrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
+    except (ValueError, FileNotFoundError) as exc:  # user errors: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return results.get(cfg.get("optimized_metric") or "model/mrstft", float("nan"))
 
 

@@ -10,7 +10,8 @@ from typing import Any, Iterable
 import torch
 
 __all__ = ["CheckpointError", "load_state", "check_targets", "ALLOWED_TARGET_PREFIXES",
-           "check_finite_state"]
+           "check_finite_state", "finite_or_none", "atomic_torch_save", "atomic_checkpoint_io",
+           "newest_intact_checkpoint", "FiniteModelCheckpoint"]
 
 # what a checkpoint's saved config may name as a target: the project's packages, the optimizers
 # and what the shipped configs use (an entry ending in "." is a prefix, any other an exact name)
@@ -92,3 +93,98 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite_or_none(v) for v in value]
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# durable, finite saves
+# --------------------------------------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the target's folder, flushed and fsynced, then
+    renamed over the target (and the folder fsynced): a kill or a full disk during the save
+    leaves the old file intact, and no temporary file behind."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems cannot fsync a folder; the rename is still atomic
+        pass
+
+
+def _checkpoint_io_class():
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Lightning checkpoint IO that writes atomically (see :func:`atomic_torch_save`) and
+        never writes a checkpoint whose weights are not finite (a warning says so)."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            import warnings
+
+            if storage_options is not None:
+                raise TypeError("AtomicCheckpointIO takes no storage_options")
+            try:
+                check_finite_state(checkpoint.get("state_dict", {}), source=str(path))
+            except CheckpointError as exc:
+                warnings.warn(f"not saving {path}: {exc}", stacklevel=2)
+                return
+            atomic_torch_save(checkpoint, path)
+
+    return AtomicCheckpointIO
+
+
+def atomic_checkpoint_io():
+    """An instance of the atomic, finite-only Lightning ``CheckpointIO`` plugin."""
+    return _checkpoint_io_class()()
+
+
+def newest_intact_checkpoint(folder: str | Path, prefer: str = "last.ckpt") -> tuple[Path, bool]:
+    """``folder/prefer`` when it loads; otherwise the newest ``*.ckpt`` in ``folder`` that loads
+    (second value True: a fallback was taken). :class:`CheckpointError` when none loads."""
+    folder = Path(folder)
+    first = folder / prefer
+    candidates = [first] + sorted((p for p in folder.glob("*.ckpt") if p != first),
+                                  key=lambda p: p.stat().st_mtime, reverse=True)
+    problems = []
+    for i, p in enumerate(candidates):
+        if not p.exists():
+            continue
+        try:
+            state = load_state(p)
+            check_finite_state(state["state_dict"], source=str(p))
+            return p, i > 0
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    raise CheckpointError(f"no intact checkpoint in {folder}" + (
+        f" ({'; '.join(problems)})" if problems else " (the folder has no .ckpt file)"))
+
+
+try:  # the training framework's checkpoint callback (needs lightning, like the rest of models/)
+    from lightning.pytorch.callbacks import ModelCheckpoint as _ModelCheckpoint
+except ImportError:  # pragma: no cover
+    _ModelCheckpoint = object
+
+
+class FiniteModelCheckpoint(_ModelCheckpoint):
+    """``ModelCheckpoint`` that never takes a non-finite monitored value (a diverged run's NaN
+    validation loss) as a best model."""
+
+    def check_monitor_top_k(self, trainer, current=None) -> bool:
+        if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
+            return False
+        return super().check_monitor_top_k(trainer, current)

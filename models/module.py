@@ -18,10 +18,14 @@ from torch import Tensor, nn
 from .metrics import gain_mae_db, param_errors, si_sdr
 from .refine import refine_settings
 
-__all__ = ["EffectEstimator", "RUN_CONFIG_KEY"]
+__all__ = ["EffectEstimator", "RUN_CONFIG_KEY", "NonFiniteTrainingError"]
 
 RUN_CONFIG_KEY = "dynfx_run_config"
 TRAIN_INFO_KEY = "dynfx_train_info"  # wall time and examples seen in training
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced non-finite losses or gradients too many steps in a row."""
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -64,8 +68,14 @@ class EffectEstimator(L.LightningModule):
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
-                 scheduler: Optional[str] = None, warmup_frac: float = 0.03):
+                 scheduler: Optional[str] = None, warmup_frac: float = 0.03,
+                 max_nonfinite_steps: int = 5):
         super().__init__()
+        if int(max_nonfinite_steps) < 1:
+            raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.nonfinite_total = 0  # skipped steps (non-finite loss or gradients), whole run
+        self._nonfinite_run = 0  # ... in a row
         if scheduler not in (None, "none", "cosine"):
             raise ValueError(f"scheduler must be null or 'cosine', got {scheduler!r}")
         if not 0.0 <= w_unident <= 1.0:
@@ -149,7 +159,33 @@ class EffectEstimator(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         self.train_examples += int(batch["dry"].shape[0])
-        return self._step(batch, "train")[0]
+        loss = self._step(batch, "train")[0]
+        if not bool(torch.isfinite(loss)):
+            self._skip_step(f"the training loss is {float(loss)}")
+            return None  # Lightning skips backward and the optimizer step
+        self._nonfinite_run = 0
+        return loss
+
+    def _skip_step(self, why: str) -> None:
+        import warnings
+
+        self.nonfinite_total += 1
+        self._nonfinite_run += 1
+        if self._nonfinite_run >= self.max_nonfinite_steps:
+            raise NonFiniteTrainingError(
+                f"training stopped at step {self.global_step}: {why}, {self._nonfinite_run} "
+                f"steps in a row ({self.nonfinite_total} skipped in this run). The last "
+                "checkpoint with finite weights is kept; lower optimizer.lr or check the data "
+                "(loss.max_nonfinite_steps sets the limit)")
+        warnings.warn(f"step {self.global_step} skipped: {why} ({self.nonfinite_total} skipped "
+                      "so far)", stacklevel=2)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.encoder.parameters() if p.grad is not None]
+        if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+            for p in self.encoder.parameters():
+                p.grad = None  # Adam skips parameters without gradients: nothing moves
+            self._skip_step("a gradient is not finite")
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

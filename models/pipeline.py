@@ -13,7 +13,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoint import CheckpointError, check_finite_state, check_targets, load_state
+from .checkpoint import (CheckpointError, atomic_checkpoint_io, check_finite_state,
+                         check_targets, finite_or_none, load_state, newest_intact_checkpoint)
 from .data.datamodule import EffectDataModule
 from .module import RUN_CONFIG_KEY, EffectEstimator
 
@@ -62,11 +63,19 @@ def _resolve_ckpt(ckpt_path: Optional[str], run_dir: Path) -> Optional[str]:
     if ckpt_path in (None, "", "null"):
         return None
     if ckpt_path == "last":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.exists():
-            raise FileNotFoundError(f"ckpt_path=last: no {last}; resume needs the run's folder "
-                                    "(pass hydra.run.dir=<that run's folder>)")
-        return str(last)
+        folder = run_dir / "checkpoints"
+        if not folder.is_dir() or not any(folder.glob("*.ckpt")):
+            raise FileNotFoundError(f"ckpt_path=last: no checkpoint in {folder}; resume needs "
+                                    "the run's folder (pass hydra.run.dir=<that run's folder>)")
+        path, fell_back = newest_intact_checkpoint(folder)
+        if fell_back:
+            log.warning("ckpt_path=last: %s is missing or damaged; resuming from %s, the newest "
+                        "intact checkpoint of the run", folder / "last.ckpt", path)
+            import warnings
+
+            warnings.warn(f"ckpt_path=last: resuming from {path} (last.ckpt missing or damaged)",
+                          stacklevel=2)
+        return str(path)
     if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
     return ckpt_path
@@ -80,15 +89,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     default_root_dir=str(run_dir))
+                                     default_root_dir=str(run_dir),
+                                     plugins=[atomic_checkpoint_io()])
     ckpt = _resolve_ckpt(cfg.get("ckpt_path"), run_dir)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-    if trainer.fast_dev_run or not best:
+    if trainer.fast_dev_run or not best or not Path(best).exists():
         best = None
     trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
     results = module.test_results()
-    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    results["skipped_steps"] = float(module.nonfinite_total)
+    (run_dir / "metrics.json").write_text(json.dumps(finite_or_none(results), indent=2,
+                                                     allow_nan=False))
     table = results_table(results, module.processor)
     (run_dir / "results.md").write_text(table + "\n")
     print(f"\nTest results ({module.test_count} examples, checkpoint: {best or 'final weights'})")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import finite_or_none
 from .data.io import save_audio
 
 __all__ = ["write_report"]
@@ -24,7 +25,8 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps(finite_or_none(results), indent=2,
+                                                     allow_nan=False))
     with open(out_dir / "metrics.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["metric", "value"])

@@ -7,7 +7,10 @@
 import sys
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+
+from models.checkpoint import user_message
 
 from models.pipeline import evaluate, predict
 
@@ -21,8 +24,8 @@ def main(cfg: DictConfig) -> None:
             evaluate(cfg)
         else:
             raise ValueError(f"mode must be 'evaluate' or 'predict', got {cfg.mode!r}")
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, InstantiationException) as exc:  # user errors
+        print(f"error: {user_message(exc)}", file=sys.stderr)  # one line, no traceback
         raise SystemExit(2) from None
 
 

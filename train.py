@@ -8,8 +8,10 @@
 import sys
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from models.checkpoint import user_message
 from models.module import NonFiniteTrainingError
 from models.pipeline import train
 
@@ -21,8 +23,8 @@ def main(cfg: DictConfig) -> float:
     except NonFiniteTrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(3) from None
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, InstantiationException) as exc:  # user errors
+        print(f"error: {user_message(exc)}", file=sys.stderr)  # one line, no traceback
         raise SystemExit(2) from None
     return results.get(cfg.get("optimized_metric") or "model/mrstft", float("nan"))
 

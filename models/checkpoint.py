@@ -29,6 +29,11 @@ def load_state(path: str | Path) -> dict:
     Raises :class:`CheckpointError` with one line naming the file when it is missing, truncated
     or corrupt, or holds objects other than tensors and plain data."""
     path = Path(path)
+    if path.is_dir():
+        hint = path / "checkpoints" / "last.ckpt"
+        raise CheckpointError(f"checkpoint {path} is a folder; pass a .ckpt file"
+                              + (f" such as {hint}" if hint.exists() else
+                                 " (this folder has no checkpoints/last.ckpt)"))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if path.stat().st_size == 0:
@@ -188,3 +193,13 @@ class FiniteModelCheckpoint(_ModelCheckpoint):
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
             return False
         return super().check_monitor_top_k(trainer, current)
+
+
+def user_message(exc: BaseException) -> str:
+    """The one line to show a user for ``exc``: the original error's message when Hydra wrapped
+    it (``InstantiationException``) while building an object from the config."""
+    root = exc
+    while type(root).__name__ == "InstantiationException" and root.__cause__ is not None:
+        root = root.__cause__
+    text = " ".join(str(root).split())
+    return text or type(root).__name__

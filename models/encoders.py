@@ -173,35 +173,47 @@ class MelEnvelopeEncoder(nn.Module):
 DB_FLOOR = -100.0
 
 
-def frame_features(wet: Tensor, dry: Tensor | None, hop: int) -> Tensor:
+def frame_features(wet: Tensor, dry: Tensor | None, hop: int, sub_blocks: int = 1) -> Tensor:
     """Per-frame traces of (B, C, T) audio, channels linked, scaled by 1/20 dB: (B, K, T // hop).
 
-    ``dry_wet`` (K = 6): dry RMS level, wet RMS level, their difference (the applied gain), dry
-    peak level, the gain at the dry signal's peak sample of the frame (a clean reading of the
-    instantaneous gain, where the signal is loudest), and a validity flag (dry above -80 dBFS).
-    ``wet`` (K = 3): wet RMS level, wet peak level and their difference (the crest factor).
+    Each frame of ``hop`` samples is also cut into ``sub_blocks`` equal parts (S) whose peaks
+    are read separately: fast attacks change the gain within a frame.
+
+    ``dry_wet`` (K = 4 + 2S): dry RMS level, wet RMS level, their difference (the applied gain),
+    the dry peak level of each part, the gain at the dry signal's peak sample of each part (a
+    clean reading of the instantaneous gain, where the signal is loudest), and a validity flag
+    (dry above -80 dBFS). ``wet`` (K = 1 + 2S): wet RMS level, the wet peak level of each part
+    and its excess over the RMS level (the crest factor).
     """
+    S = int(sub_blocks)
+    if S < 1 or hop % S:
+        raise ValueError(f"sub_blocks must divide the hop ({hop}), got {sub_blocks}")
     frames = wet.shape[-1] // hop
     n = frames * hop
 
     def traces(x):
-        mag = x[..., :n].abs().mean(dim=1).reshape(x.shape[0], frames, hop)  # channel-linked
+        mag = x[..., :n].abs().mean(dim=1).reshape(x.shape[0], frames * S, hop // S)
         power = x[..., :n].square().mean(dim=1).reshape(x.shape[0], frames, hop).mean(-1)
         rms_db = (10.0 * torch.log10(power + 1e-20)).clamp_min(DB_FLOOR)
-        peak, idx = mag.max(dim=-1)
+        peak, idx = mag.max(dim=-1)  # per part
         peak_db = (20.0 * torch.log10(peak + 1e-20)).clamp_min(DB_FLOOR)
         return mag, rms_db, peak_db, idx
 
+    def parts(t):  # (B, frames * S) -> S channels of (B, frames)
+        return list(t.reshape(t.shape[0], frames, S).unbind(-1))
+
     mag_w, rms_w, peak_w, _ = traces(wet)
     if dry is None:
-        return torch.stack([rms_w, peak_w, peak_w - rms_w], dim=1) / 20.0
+        crest = peak_w - rms_w.repeat_interleave(S, dim=1)
+        return torch.stack([rms_w, *parts(peak_w), *parts(crest)], dim=1) / 20.0
     _, rms_d, peak_d, idx = traces(dry)
     at_peak = mag_w.gather(-1, idx[..., None]).squeeze(-1)
     gain_peak = (20.0 * torch.log10(at_peak + 1e-20)).clamp_min(DB_FLOOR) - peak_d
     valid = (rms_d > -80.0).to(wet.dtype)
-    gain_peak = gain_peak.clamp(-60.0, 40.0) * valid
+    gain_peak = gain_peak.clamp(-60.0, 40.0) * valid.repeat_interleave(S, dim=1)
     gain_rms = (rms_w - rms_d).clamp(-60.0, 40.0) * valid
-    return torch.stack([rms_d, rms_w, gain_rms, peak_d, gain_peak, 20.0 * valid], dim=1) / 20.0
+    return torch.stack([rms_d, rms_w, gain_rms, *parts(peak_d), *parts(gain_peak), 20.0 * valid],
+                       dim=1) / 20.0
 
 
 class _Res(nn.Module):
@@ -235,25 +247,31 @@ class _AttentionPool(nn.Module):
 
 class FrameEncoder(nn.Module):
     """Sequence encoder over fine-hop traces (see :func:`frame_features`; 2.9 ms frames at
-    44.1 kHz by default): a stem, then stages of residual dilated convolutions, each stage after
-    the first halving the frame rate, so the receptive field covers about a second (the longest
-    release times) while the early layers keep 3 ms resolution (attack times). Attention pooling
-    over time, plus in ``dry_wet`` mode the measured gain-versus-level profile, feed an MLP head.
+    44.1 kHz, each read in ``sub_blocks`` parts, by default): a stem, then one or more stages of
+    residual dilated convolutions (``widths``: one stage per entry, each after the first halving
+    the frame rate; ``stem_stride`` > 1 starts at a lower rate). The default is one stage at the
+    full frame rate with dilations up to 256 frames: 3 ms resolution for attack times and a
+    receptive field over the whole clip for release times. Attention pooling over time, plus in
+    ``dry_wet`` mode the measured gain-versus-level profile, feed an MLP head.
 
     Shape:
         wet, dry: (B, C, T); output: (B, num_outputs) in [0, 1].
     """
 
     def __init__(self, num_outputs: int, sample_rate: int = 44100, input_mode: str = "dry_wet",
-                 hop_ms: float = 2.9, widths: tuple = (32, 48, 64, 96, 128),
-                 dilations: tuple = (1, 3, 9), heads: int = 4, hidden: int = 256,
-                 stem_stride: int = 1):
+                 hop_ms: float = 2.9, widths: tuple = (48,),
+                 dilations: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256), heads: int = 4,
+                 hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4):
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
         self.input_mode = input_mode
         self.hop = max(1, int(round(hop_ms * sample_rate / 1000)))
-        in_ch = 6 if input_mode == "dry_wet" else 3
+        self.sub_blocks = int(sub_blocks)
+        if self.sub_blocks < 1 or self.hop % self.sub_blocks:
+            raise ValueError(f"sub_blocks must divide the hop of {self.hop} samples, got "
+                             f"{sub_blocks}")
+        in_ch = (4 if input_mode == "dry_wet" else 1) + 2 * self.sub_blocks
         widths = tuple(int(w) for w in widths)
         stem_stride = int(stem_stride)
         if stem_stride == 1:
@@ -277,7 +295,7 @@ class FrameEncoder(nn.Module):
         if self.input_mode == "dry_wet" and dry is None:
             raise ValueError("FrameEncoder(input_mode='dry_wet') needs the dry audio")
         dry = dry if self.input_mode == "dry_wet" else None
-        feats = frame_features(wet, dry, self.hop)
+        feats = frame_features(wet, dry, self.hop, self.sub_blocks)
         if feats.shape[-1] < 16:
             raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "
                              f"it needs at least {16 * self.hop}")

@@ -48,6 +48,9 @@ class EffectEstimator(L.LightningModule):
     + w_gain * L1(gain curves, dB)``; every term is logged under ``train/`` and ``val/``.
     Only terms with a non-zero weight are computed (the MR-STFT term is the costly one on a CPU).
 
+    ``gain_from_epoch`` > 0 leaves the gain term out of training before that epoch (validation
+    always includes it, so ``val/loss`` stays comparable across epochs).
+
     With ``w_unident < 1`` the parameter term weights each setting of each example by whether the
     audio determines it (the benchmark's identifiability test, one direction: one extra render
     per setting): identifiable settings count fully, the others ``w_unident``, so settings the
@@ -69,8 +72,9 @@ class EffectEstimator(L.LightningModule):
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
-                 max_nonfinite_steps: int = 5):
+                 max_nonfinite_steps: int = 5, gain_from_epoch: int = 0):
         super().__init__()
+        self.gain_from_epoch = int(gain_from_epoch)
         if int(max_nonfinite_steps) < 1:
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = int(max_nonfinite_steps)
@@ -91,6 +95,9 @@ class EffectEstimator(L.LightningModule):
         self.input_mode = input_mode
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.weights = {"stft": w_stft, "param": w_param, "gain": w_gain}
+        if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
+            raise ValueError(f"loss weights must be >= 0 and not all 0, got w_stft={w_stft}, "
+                             f"w_param={w_param}, w_gain={w_gain}")
         self.optimizer_factory = optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3))
         self.mrstft = auraloss.freq.MultiResolutionSTFTLoss(**(stft or {}))
         self.test_sums: dict[str, float] = defaultdict(float)
@@ -132,22 +139,25 @@ class EffectEstimator(L.LightningModule):
         dry, true = batch["dry"], batch["norm_params"]
         wet, gain_true = self.render_target(dry, true)
         pred = self(wet, dry)
-        need_audio = all_terms or self.weights["stft"] or self.weights["gain"]
+        weights = dict(self.weights)
+        if stage == "train" and self.current_epoch < self.gain_from_epoch:
+            weights["gain"] = 0.0  # the cheap parameter term alone for the first epochs
+        need_audio = all_terms or weights["stft"] or weights["gain"]
         y = gain_pred = None
         if need_audio:
             y, gain_pred = self.processor(dry, norm_params=pred, return_gain=True,
                                           validate=False)
         terms = {}
-        if all_terms or self.weights["param"]:
+        if all_terms or weights["param"]:
             err = (pred - true).abs()
             weights = self._param_weights(dry, true) if stage != "test" else None
             terms["param"] = err.mean() if weights is None else (err * weights).sum() / (
                 weights.sum().clamp_min(1e-6))
-        if all_terms or self.weights["stft"]:
+        if all_terms or weights["stft"]:
             terms["stft"] = self.mrstft(y, wet)
-        if all_terms or self.weights["gain"]:
+        if all_terms or weights["gain"]:
             terms["gain"] = gain_mae_db(gain_pred, gain_true).mean() / 10.0
-        loss = sum(self.weights[k] * v for k, v in terms.items() if self.weights[k])
+        loss = sum(weights[k] * v for k, v in terms.items() if weights[k])
         if not isinstance(loss, Tensor):  # every weight 0: nothing to learn from
             raise ValueError("every loss weight (w_stft, w_param, w_gain) is 0")
         batch_size = dry.shape[0]

@@ -145,6 +145,15 @@ def test_frame_features_read_a_constant_gain_exactly():
     assert torch.allclose(f[0, 4], torch.full((32,), -6.0206), atol=1e-3)  # gain at the peak
     assert torch.allclose(f[0, 0], torch.full((32,), -20.0), atol=1e-3)  # dry RMS level
     assert frame_features(wet, None, 128).shape == (1, 3, 32)
+    # four parts per frame: a gain step inside a frame shows in the parts, not in the frame
+    step = dry.clone()
+    step[..., 64 + 128 * 5 :] *= 0.25  # -12.04 dB from the middle of frame 5 on
+    f4 = frame_features(step, dry, 128, sub_blocks=4) * 20.0
+    assert f4.shape == (1, 12, 32)
+    gains = f4[0, 7:11, 5]  # the gain at the peak of each part of frame 5
+    assert torch.allclose(gains, torch.tensor([0.0, 0.0, -12.0412, -12.0412]), atol=1e-3)
+    with pytest.raises(ValueError, match="divide"):
+        frame_features(wet, dry, 128, sub_blocks=3)
 
 
 @pytest.mark.parametrize("mode", ["dry_wet", "wet"])
@@ -152,7 +161,7 @@ def test_frame_encoder_shapes_modes_and_errors(mode):
     enc = FrameEncoder(6, 44100, input_mode=mode, stem_stride=2)
     x = torch.randn(2, 1, 16384) * 0.1
     out = enc(x, x * 0.5)
-    assert out.shape == (2, 6) and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert out.shape == (2, 6) and float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
     if mode == "wet":  # the dry audio is ignored
         assert torch.equal(out, enc(x, None))
     else:

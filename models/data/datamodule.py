@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -41,6 +42,18 @@ class EffectDataModule(L.LightningDataModule):
             raise ValueError(f"data source must be 'synthetic', 'pool' or 'folder', got {source!r}")
         if source == "folder" and not root:
             raise ValueError("data source 'folder' needs data.root=/path/to/audio")
+        for name, value in (("batch_size", batch_size), ("channels", channels),
+                            ("train_size", train_size), ("val_size", val_size),
+                            ("test_size", test_size)):
+            if int(value) < 1:
+                raise ValueError(f"data.{name} must be at least 1, got {value}")
+        if (clip_samples is not None and int(clip_samples) < 1) or float(clip_seconds) <= 0:
+            raise ValueError(f"the clip length must be positive, got clip_seconds={clip_seconds}, "
+                             f"clip_samples={clip_samples}")
+        if int(num_workers) < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if source == "folder" and root and Path(root).exists() and not Path(root).is_dir():
+            raise ValueError(f"data.root={root} is a file; it must be a folder of audio files")
         self.source, self.root = source, root
         if clip_samples:  # an exact length in samples (the benchmark's 131072) wins
             clip_seconds = int(clip_samples) / sample_rate

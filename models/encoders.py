@@ -291,6 +291,11 @@ class FrameEncoder(nn.Module):
         extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
         self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest audio this encoder accepts."""
+        return 16 * self.hop
+
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
         if self.input_mode == "dry_wet" and dry is None:
             raise ValueError("FrameEncoder(input_mode='dry_wet') needs the dry audio")
@@ -298,7 +303,7 @@ class FrameEncoder(nn.Module):
         feats = frame_features(wet, dry, self.hop, self.sub_blocks)
         if feats.shape[-1] < 16:
             raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "
-                             f"it needs at least {16 * self.hop}")
+                             f"it needs at least {self.min_samples}")
         h = [self.pool(self.net(feats))]
         if dry is not None:
             h.append(gain_level_profile(feats[:, 0] * 20.0, feats[:, 1] * 20.0))

@@ -165,12 +165,38 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+MIN_PREDICT_SECONDS = 0.25  # shorter recordings carry too little to estimate attack/release
+SILENCE_DBFS = -60.0
+
+
+def _check_output(path: Path) -> Path:
+    """Create ``path``'s folder, or raise a clear error, before any computation."""
+    if path.exists() and path.is_dir():
+        raise ValueError(f"output={path} is a folder; give a file name such as {path}/result.json")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the folder of output={path}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"output={path}: the folder {path.parent} is not writable")
+    return path
+
+
+def _rms_db(x: torch.Tensor) -> float:
+    return float(10 * torch.log10(x.double().square().mean() + 1e-30))
+
+
 def predict(cfg: DictConfig) -> dict[str, float]:
-    """Estimate the settings of a user's recording (``wet=FILE``, optionally ``dry=FILE``)."""
+    """Estimate the settings of a user's recording (``wet=FILE``, optionally ``dry=FILE``).
+
+    Recordings shorter than 0.25 s (or than the encoder needs) are a clear error stating the
+    minimum. A silent wet recording, or (with ``dry``) a wet equal to the dry one, still gets
+    settings, but the output says that they are not determined (``"warning"``)."""
     from .data.io import load_audio
 
     if not cfg.get("ckpt_path") or not cfg.get("wet"):
         raise ValueError("predict needs ckpt_path=... and wet=FILE (and dry=FILE in dry_wet mode)")
+    out = _check_output(Path(cfg.get("output") or (_run_dir(cfg) / "prediction.json")))
     module, run_cfg = load_checkpoint(cfg.ckpt_path)
     fs, channels = run_cfg.data.sample_rate, run_cfg.data.channels
     wet = load_audio(cfg.wet, fs, channels)[None]
@@ -181,12 +207,26 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         dry = load_audio(cfg.dry, fs, channels)[None]
         n = min(dry.shape[-1], wet.shape[-1])
         dry, wet = dry[..., :n], wet[..., :n]
+    minimum = max(int(MIN_PREDICT_SECONDS * fs), int(getattr(module.encoder, "min_samples", 0)))
+    if wet.shape[-1] < minimum:
+        raise ValueError(f"{cfg.wet}: {wet.shape[-1] / fs * 1000:.0f} ms at {fs} Hz is too short; "
+                         f"this model needs at least {minimum} samples ({minimum / fs:.2f} s)")
+    warning = None
+    if _rms_db(wet) < SILENCE_DBFS:
+        warning = (f"the wet recording is silent (RMS below {SILENCE_DBFS:g} dBFS): the settings "
+                   "are not determined")
+    elif dry is not None and float((wet - dry).abs().max()) <= 1e-3 * float(dry.abs().max()):
+        warning = "the wet recording equals the dry one (no gain change): the settings are not determined"
     norm = module.estimate(wet, dry)
     settings = {k: float(v[0]) for k, v in module.processor.denormalize(norm).items()}
-    out = Path(cfg.get("output") or (_run_dir(cfg) / "prediction.json"))
-    out.write_text(json.dumps(settings, indent=2))
+    result = dict(settings)
+    if warning:
+        result["warning"] = warning
+    out.write_text(json.dumps(finite_or_none(result), indent=2, allow_nan=False))
     print(f"Estimated {type(module.processor).__name__} settings for {cfg.wet}:")
     for k, v in settings.items():
         print(f"  {k:>20s} = {v:.4g}")
+    if warning:
+        print(f"WARNING: {warning}")
     print(f"\nwrote {out}")
-    return settings
+    return result

@@ -10,7 +10,9 @@ Backward (exact): with ``v[n] = gy[n] - a1 v[n+1] - a2 v[n+2]`` run in reverse t
 
 One row (batch item and channel) per loop, rows in parallel. The pass is bound by memory traffic
 on CPU rather than by the recursion. Every batch item has its own coefficients; its channels share
-them.
+them. The coefficients, the state and the accumulators are float64 whatever the signal's dtype
+(float32 signals are read and written as float32): float32 poles near z = 1 are not accurate
+enough for low crossovers at high sample rates.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ def _forward_kernel(x, coef, y):  # pragma: no cover - compiled
     rows, steps = x.shape
     for r in numba.prange(rows):
         b0, b1, b2, a1, a2 = coef[r, 0], coef[r, 1], coef[r, 2], coef[r, 3], coef[r, 4]
-        x1 = x2 = y1 = y2 = b0 * 0
+        x1 = x2 = y1 = y2 = 0.0
         for n in range(steps):
-            xn = x[r, n]
+            xn = numba.float64(x[r, n])
             yn = b0 * xn + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2
             x2 = x1
             x1 = xn
@@ -43,11 +45,11 @@ def _backward_kernel(gy, x, y, coef, gx, gcoef):  # pragma: no cover - compiled
     rows, steps = x.shape
     for r in numba.prange(rows):
         b0, b1, b2, a1, a2 = coef[r, 0], coef[r, 1], coef[r, 2], coef[r, 3], coef[r, 4]
-        v1 = v2 = b0 * 0  # v[n+1], v[n+2]
+        v1 = v2 = 0.0  # v[n+1], v[n+2]
         acc0 = acc1 = acc2 = acc3 = acc4 = 0.0
         for i in range(steps):
             n = steps - 1 - i
-            vn = gy[r, n] - a1 * v1 - a2 * v2
+            vn = numba.float64(gy[r, n]) - a1 * v1 - a2 * v2
             gx[r, n] = b0 * vn + b1 * v1 + b2 * v2
             acc0 += vn * x[r, n]
             if n >= 1:
@@ -69,7 +71,8 @@ class _Biquad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, coef: Tensor) -> Tensor:
         x = x.detach().contiguous()
-        coef = coef.detach().contiguous()
+        ctx.coef_dtype = coef.dtype  # the gradient goes back in the caller's dtype
+        coef = coef.detach().double().contiguous()
         y = torch.empty_like(x)
         _forward_kernel(x.numpy(), coef.numpy(), y.numpy())
         ctx.save_for_backward(x, y, coef)
@@ -80,10 +83,10 @@ class _Biquad(torch.autograd.Function):
     def backward(ctx, gy: Tensor):
         x, y, coef = ctx.saved_tensors
         gx = torch.empty_like(x)
-        gcoef = torch.empty_like(coef)
-        _backward_kernel(gy.contiguous().numpy(), x.numpy(), y.numpy(), coef.numpy(),
+        gcoef = torch.empty_like(coef)  # float64
+        _backward_kernel(gy.to(x.dtype).contiguous().numpy(), x.numpy(), y.numpy(), coef.numpy(),
                          gx.numpy(), gcoef.numpy())
-        return gx, gcoef
+        return gx, gcoef.to(ctx.coef_dtype)
 
 
 def biquad_filter(x: Tensor, b: Tensor, a: Tensor) -> Tensor:

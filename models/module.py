@@ -150,9 +150,9 @@ class EffectEstimator(L.LightningModule):
         terms = {}
         if all_terms or weights["param"]:
             err = (pred - true).abs()
-            weights = self._param_weights(dry, true) if stage != "test" else None
-            terms["param"] = err.mean() if weights is None else (err * weights).sum() / (
-                weights.sum().clamp_min(1e-6))
+            pw = self._param_weights(dry, true) if stage != "test" else None
+            terms["param"] = err.mean() if pw is None else (err * pw).sum() / (
+                pw.sum().clamp_min(1e-6))
         if all_terms or weights["stft"]:
             terms["stft"] = self.mrstft(y, wet)
         if all_terms or weights["gain"]:

@@ -1,5 +1,7 @@
 """Multi-band: allpass band sum, LR4 against SciPy, per-item crossovers, crossover ranges."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.signal as sps
@@ -173,3 +175,41 @@ def test_each_band_is_the_single_band_processor(mb_cls, single_cls, band, smooth
         expected += yb
         assert torch.allclose(g[:, i], gb, rtol=0, atol=1e-10)
     assert torch.allclose(y, expected, rtol=0, atol=1e-12)
+
+
+def _level_change_db(x, y, fs: int, f_tone: float) -> float:
+    """RMS level of y over x (dB) over the whole periods of the tone in the second half (past
+    the filters' start-up): a partial period would bias the RMS of a phase-shifted tone."""
+    n = x.shape[-1]
+    periods = math.floor((n // 2) * f_tone / fs)
+    window = int(round(periods * fs / f_tone))
+    rms = lambda s: s.double()[..., n - window:].square().mean().sqrt()  # noqa: E731
+    return float(20 * torch.log10(rms(y) / rms(x)))
+
+
+def _tone_sum_error_db(fs: int, f_xo: float, f_tone: float, dtype) -> float:
+    """Level change (dB) of a steady tone through the 2-band split's band sum."""
+    n = int(fs * 1.0)
+    t = torch.arange(n, dtype=torch.float64) / fs
+    x = torch.sin(2 * math.pi * f_tone * t).to(dtype).reshape(1, 1, n)
+    y = sum(split_bands(x, [torch.tensor([f_xo], dtype=dtype)], fs))
+    return _level_change_db(x, y, fs, f_tone)
+
+
+@pytest.mark.parametrize("fs", [44100, 48000, 96000, 192000])
+def test_float32_band_sum_is_allpass_at_the_extreme_crossovers(fs):
+    lo_range, hi_range = crossover_ranges(2, fs)[0]
+    for f_xo, f_tone in ((lo_range, 1.25 * lo_range), (hi_range, 0.9 * hi_range)):
+        err = _tone_sum_error_db(fs, f_xo, f_tone, torch.float32)
+        assert abs(err) < 0.01, (fs, f_xo, err)
+
+
+@pytest.mark.parametrize("fs", [44100, 192000])
+def test_float32_multiband_processor_is_flat_at_the_lowest_crossover(fs):
+    proc = dynfx.MultiBandCompressor(sample_rate=fs, num_bands=3)
+    dsp = neutral_dsp(proc)
+    dsp["crossover0_freq"] = proc.params["crossover0_freq"].min_val
+    n = fs // 2
+    t = torch.arange(n, dtype=torch.float64) / fs
+    x = (0.25 * torch.sin(2 * math.pi * 25.0 * t)).float().reshape(1, 1, n)
+    assert abs(_level_change_db(x, proc(x, dsp_params=dsp), fs, 25.0)) < 0.01

@@ -161,9 +161,10 @@ class EffectEstimator(L.LightningModule):
         if not isinstance(loss, Tensor):  # every weight 0: nothing to learn from
             raise ValueError("every loss weight (w_stft, w_param, w_gain) is 0")
         batch_size = dry.shape[0]
-        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
+        sync = stage != "train"  # validation/test values averaged over every DDP process
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=sync)
         for k, v in terms.items():
-            self.log(f"{stage}/{k}", v, batch_size=batch_size)
+            self.log(f"{stage}/{k}", v, batch_size=batch_size, sync_dist=sync)
         return loss, {"dry": dry, "wet": wet, "true": true, "pred": pred, "y": y,
                       "gain_true": gain_true, "gain_pred": gain_pred}
 
@@ -215,6 +216,8 @@ class EffectEstimator(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_sums = defaultdict(float)
         self.test_count = 0
+        self._test_rows: list[tuple[Tensor, Tensor]] = []  # (indices, (n, metrics)) per batch
+        self._test_keys: Optional[list[str]] = None
 
     def _audio_metrics(self, prefix: str, y: Tensor, wet: Tensor) -> dict[str, Tensor]:
         per_item = torch.stack([self.mrstft(y[i : i + 1], wet[i : i + 1]) for i in range(len(y))])
@@ -239,18 +242,33 @@ class EffectEstimator(L.LightningModule):
         metrics.update(self._audio_metrics("noop", dry, wet))
         metrics["noop/gain_mae_db"] = gain_mae_db(torch.zeros_like(out["gain_true"]),
                                                   out["gain_true"])
-        for k, v in metrics.items():
-            self.test_sums[k] += float(v.detach().double().sum())
-        self.test_count += dry.shape[0]
+        if self._test_keys is None:
+            self._test_keys = sorted(metrics)
+        values = torch.stack([metrics[k].detach().double().reshape(-1)
+                              for k in self._test_keys], dim=1)
+        index = batch.get("index")
+        if index is None:  # a dataset without indices: count positions (single process only)
+            start = sum(len(i) for i, _ in self._test_rows)
+            index = torch.arange(start, start + len(values))
+        self._test_rows.append((index.reshape(-1).to(torch.int64), values))
 
     def on_test_epoch_end(self) -> None:
-        if self.trainer.world_size > 1:  # DDP: add up every rank's sums and counts
-            keys = sorted(self.test_sums)
-            vals = torch.tensor([self.test_sums[k] for k in keys] + [float(self.test_count)],
-                                dtype=torch.float64, device=self.device)
-            vals = self.trainer.strategy.reduce(vals, reduce_op="sum")
-            self.test_sums = defaultdict(float, zip(keys, vals[:-1].tolist()))
-            self.test_count = int(vals[-1].item())
+        """Mean of every metric over the test examples, each counted once: under DDP the
+        sampler pads the ranks with duplicates, so the rows of every rank are gathered and
+        de-duplicated by example index."""
+        if not self._test_rows:
+            return
+        index = torch.cat([i for i, _ in self._test_rows]).to(self.device)
+        values = torch.cat([v for _, v in self._test_rows]).to(self.device)
+        if self.trainer.world_size > 1:
+            index = self.all_gather(index).reshape(-1)
+            values = self.all_gather(values).reshape(-1, values.shape[-1])
+        index, values = index.cpu(), values.cpu()
+        _, first = np.unique(index.numpy(), return_index=True)
+        values = values[torch.from_numpy(first)]
+        self.test_sums = defaultdict(float, zip(self._test_keys,
+                                                values.sum(dim=0).tolist()))
+        self.test_count = int(values.shape[0])
 
     def test_results(self) -> dict[str, float]:
         """Mean of every test metric over the test set (after ``trainer.test``)."""

@@ -99,9 +99,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.test(module, datamodule=data, ckpt_path=best, verbose=False)
     results = module.test_results()
     results["skipped_steps"] = float(module.nonfinite_total)
+    table = results_table(results, module.processor)
+    if not trainer.is_global_zero:  # DDP: rank 0 writes the files and prints the table
+        return results
     (run_dir / "metrics.json").write_text(json.dumps(finite_or_none(results), indent=2,
                                                      allow_nan=False))
-    table = results_table(results, module.processor)
     (run_dir / "results.md").write_text(table + "\n")
     print(f"\nTest results ({module.test_count} examples, checkpoint: {best or 'final weights'})")
     print(table)

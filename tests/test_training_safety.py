@@ -107,3 +107,23 @@ def test_json_output_has_no_nan_tokens():
     data = finite_or_none({"a": math.nan, "b": [math.inf, 1.5], "c": {"d": -math.inf}})
     assert data == {"a": None, "b": [None, 1.5], "c": {"d": None}}
     json.dumps(data, allow_nan=False)
+
+
+def test_ddp_two_processes_count_every_test_example_once(tmp_path):
+    """2 CPU processes (gloo): 15 test examples (not divisible by 2) are reported as 15, and the
+    baselines (independent of the weights) equal a single-process run's exactly; rank 0 alone
+    prints and writes."""
+    common = ["encoder=envelope", "data.train_size=8", "data.val_size=5", "data.test_size=15",
+              "data.batch_size=4", "trainer.max_epochs=1"]
+    runs = {}
+    for name, extra in (("ddp", ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]),
+                        ("single", [])):
+        out = subprocess.run([sys.executable, str(ROOT / "train.py"), *common, *extra,
+                              f"hydra.run.dir={tmp_path / name}"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.count("Test results (15 examples") == 1
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    for key in ("noop/mrstft", "noop/si_sdr", "mean/mrstft", "mean/mae_norm/ratio",
+                "mean/gain_mae_db"):
+        assert runs["ddp"][key] == pytest.approx(runs["single"][key], rel=1e-6), key

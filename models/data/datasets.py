@@ -1,6 +1,6 @@
 """Datasets: built-in synthetic clips, a folder of the user's audio, and the effect-matching pairs.
 
-Every item is ``{"dry": (C, T) float32, "norm_params": (P,) float32}``; the wet target is rendered
+Every item is ``{"dry": (C, T) float32, "norm_params": (P,) float32, "index": int}``; the wet target is rendered
 on the fly by the LightningModule (``wet = processor(dry, norm_params)``), batched, on its device.
 Parameters are drawn uniformly in normalised space from a generator seeded by (seed, index), and
 for the training split also by the epoch, so validation and test targets are identical on every run
@@ -135,5 +135,6 @@ class EffectPairs(Dataset):
         return torch.from_numpy(rng.random(self.num_params).astype(np.float32))
 
     def __getitem__(self, i: int) -> dict:
-        return {"dry": self.source[i], "norm_params": self.params_for(i)}
+        # the index lets the test count every example once under DDP (the sampler pads)
+        return {"dry": self.source[i], "norm_params": self.params_for(i), "index": i}
 

@@ -27,7 +27,6 @@ def _model_case(ckpt: str, pm, log):
     import torchaudio.functional as AF
     from hydra.utils import instantiate
 
-    from models.checkpoint import load_state
     from models.pipeline import load_checkpoint
 
     module, run_cfg = load_checkpoint(ckpt)
@@ -42,11 +41,8 @@ def _model_case(ckpt: str, pm, log):
         with torch.no_grad():
             return encoder(wet, dry)
 
-    info = {}
-    state = load_state(ckpt)
-    for k in ("train_seconds", "train_examples"):
-        if k in state.get("dynfx_train_info", {}):
-            info[k] = float(state["dynfx_train_info"][k])
+    info = {"train_seconds": float(module.train_seconds),
+            "train_examples": float(module.train_examples)}
     log(f"{ckpt}: {type(proc).__name__}, input_mode={module.input_mode}, trained at {fs_model} Hz")
     return pm.BenchCase(proc, module.input_mode, model, train_info=info)
 

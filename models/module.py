@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections import defaultdict
 from typing import Callable, Optional
 
@@ -178,8 +179,6 @@ class EffectEstimator(L.LightningModule):
         return loss
 
     def _skip_step(self, why: str) -> None:
-        import warnings
-
         self.nonfinite_total += 1
         self._nonfinite_run += 1
         if self._nonfinite_run >= self.max_nonfinite_steps:

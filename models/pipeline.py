@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import (CheckpointError, atomic_checkpoint_io, check_finite_state,
                          check_targets, finite_or_none, load_state, newest_intact_checkpoint)
 from .data.datamodule import EffectDataModule
-from .module import RUN_CONFIG_KEY, EffectEstimator
+from .module import RUN_CONFIG_KEY, TRAIN_INFO_KEY, EffectEstimator
 
 __all__ = ["build", "train", "evaluate", "predict", "results_table"]
 
@@ -69,11 +70,8 @@ def _resolve_ckpt(ckpt_path: Optional[str], run_dir: Path) -> Optional[str]:
                                     "the run's folder (pass hydra.run.dir=<that run's folder>)")
         path, fell_back = newest_intact_checkpoint(folder)
         if fell_back:
-            log.warning("ckpt_path=last: %s is missing or damaged; resuming from %s, the newest "
-                        "intact checkpoint of the run", folder / "last.ckpt", path)
-            import warnings
-
-            warnings.warn(f"ckpt_path=last: resuming from {path} (last.ckpt missing or damaged)",
+            warnings.warn(f"ckpt_path=last: {folder / 'last.ckpt'} is missing or damaged; "
+                          f"resuming from {path}, the newest intact checkpoint of the run",
                           stacklevel=2)
         return str(path)
     if not Path(ckpt_path).exists():
@@ -125,6 +123,9 @@ def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
     check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
     cfg = OmegaConf.create(state[RUN_CONFIG_KEY])
     module, _ = build(cfg)
+    info = state.get(TRAIN_INFO_KEY) or {}
+    module.train_seconds = float(info.get("train_seconds", 0.0))
+    module.train_examples = int(info.get("train_examples", 0))
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as exc:

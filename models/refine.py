@@ -7,10 +7,11 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
+from .metrics import GAIN_FLOOR_DB
+
 __all__ = ["refine_settings", "sample_gain_db"]
 
 VALID_AMPLITUDE = 1e-4  # dry samples below -80 dBFS carry no gain information
-GAIN_FLOOR_DB = -100.0
 
 
 def sample_gain_db(y: Tensor, x: Tensor) -> Tensor:
@@ -60,8 +61,3 @@ def refine_settings(processor, dry: Tensor, wet: Tensor, init: Tensor, steps: in
                     times[step] = time.perf_counter() - start
         return torch.sigmoid(logits).detach(), saved
 
-
-def refine(processor, dry: Tensor, wet: Tensor, init: Tensor, steps: int, lr: float = 0.05,
-           snapshots: Optional[Iterable[int]] = None) -> Tensor:
-    """:func:`refine_settings` without the snapshots."""
-    return refine_settings(processor, dry, wet, init, steps, lr, snapshots or ())[0]

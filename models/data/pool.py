@@ -141,7 +141,7 @@ class BuiltinPool(Dataset):
         key = (self.seed, i) if self.fixed else (self.seed, self.epoch, i)
         rng = np.random.default_rng([*key, 17])
         crop = None
-        for attempt in range(8):  # silent crops are redrawn (bounded)
+        for _ in range(8):  # silent crops are redrawn (bounded)
             idx = i if self.fixed else int(rng.integers(len(self.pool)))
             clip = self.pool[idx]
             start = int(rng.integers(0, clip.shape[-1] - self.num_samples + 1))

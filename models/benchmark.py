@@ -40,7 +40,7 @@ __all__ = [
     "PROTOCOL_VERSION", "FS", "NUM_SAMPLES", "BUILTIN_SEED", "ESTIMATORS", "REFINE_STEPS",
     "STEP_COUNTS", "frame_level_db", "builtin_set", "folder_set", "settings_for",
     "identifiable", "active", "example_metrics", "summarize", "run_benchmark",
-    "markdown_tables", "merge_records", "BenchCase",
+    "markdown_tables", "merge_records", "BenchCase", "target_rows", "target_table",
 ]
 
 PROTOCOL_VERSION = 1
@@ -456,6 +456,62 @@ def markdown_tables(records: list[dict], param_names: Optional[dict[str, Sequenc
     return "\n\n".join(out) + "\n"
 
 
+TARGET_RATIO = {"dry_wet": 0.5, "wet": 0.75}  # model median <= ratio x mean median
+TARGET_SHARE = 0.30  # ... on every setting identifiable in at least this share of examples
+
+
+def target_rows(records: list[dict]) -> list[dict]:
+    """The every-processor check of the benchmark's targets, per (set, processor, mode) with a
+    network: for each setting identifiable in at least 30 % of examples, the ratio of the
+    network's median normalised error to the ``mean`` baseline's (target: at most 0.5 with the
+    dry signal, 0.75 wet-only), and the network's median MR-STFT against ``mean``'s (target:
+    lower)."""
+    look = _lookup(records)
+    rows = []
+    for g in _groups(records):
+        if (*g, "model", "mrstft", "all", "median") not in look:
+            continue
+        limit = TARGET_RATIO.get(g[2], 0.5)
+        ratios = {}
+        for r in records:
+            if ((r["set"], r["processor"], r["mode"], r["estimator"]) != (*g, "mean")
+                    or not r["metric"].startswith("identifiable/")
+                    or (r["subset"], r["stat"]) != ("all", "mean")):
+                continue
+            name = r["metric"].split("/", 1)[1]
+            if r["value"] is None or r["value"] < TARGET_SHARE:
+                continue
+            m = look.get((*g, "model", f"norm_err/{name}", "identifiable", "median"))
+            b = look.get((*g, "mean", f"norm_err/{name}", "identifiable", "median"))
+            if m is not None and b:
+                ratios[name] = m / b
+        stft = (look[(*g, "model", "mrstft", "all", "median")],
+                look.get((*g, "mean", "mrstft", "all", "median")))
+        worst = max(ratios.items(), key=lambda kv: kv[1]) if ratios else (None, None)
+        ok = (all(v <= limit for v in ratios.values())
+              and stft[1] is not None and stft[0] < stft[1])
+        rows.append({"set": g[0], "processor": g[1], "mode": g[2], "limit": limit,
+                     "ratios": ratios, "worst": worst, "mrstft_model": stft[0],
+                     "mrstft_mean": stft[1], "met": ok})
+    return rows
+
+
+def target_table(records: list[dict]) -> str:
+    """:func:`target_rows` as a Markdown table."""
+    rows = target_rows(records)
+    if not rows:
+        return ""
+    lines = ["| set | processor | mode | model / mean, median error per setting (identifiable "
+             ">= 30 %) | target | MR-STFT model | MR-STFT mean | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        per = ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items()) or "-"
+        lines.append(f"| {r['set']} | {r['processor']} | {r['mode']} | {per} | "
+                     f"<= {r['limit']:.2f} | {_fmt(r['mrstft_model'])} | "
+                     f"{_fmt(r['mrstft_mean'])} | {'yes' if r['met'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
 def step_table(records: list[dict], set_name: str, processor: str, mode: str,
                names: Sequence[str], step_counts: Sequence[int] = STEP_COUNTS,
                default_steps: int = REFINE_STEPS) -> str:
@@ -501,7 +557,12 @@ def readme_section(records: list[dict]) -> str:
     :func:`markdown_tables`, the training time of each checkpoint, and the refinement-versus-steps
     table of every dry_wet group with a network."""
     look = _lookup(records)
-    parts = [markdown_tables(records).rstrip()]
+    parts = []
+    targets = target_table(records)
+    if targets:
+        parts.append("Every trained network against the `mean` baseline (the benchmark's "
+                     "every-processor target):\n\n" + targets.rstrip())
+    parts.append(markdown_tables(records).rstrip())
     groups = _groups(records)
     train_rows = []
     for g in groups:

@@ -202,8 +202,8 @@ class EffectEstimator(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and "train" in getattr(dm, "splits", {}):
-            dm.splits["train"].set_epoch(self.current_epoch)  # new settings every epoch
+        if dm is not None and hasattr(dm, "set_epoch"):
+            dm.set_epoch(self.current_epoch)  # new crops and settings every epoch
         self._epoch_t0 = time.perf_counter()
 
     def on_train_epoch_end(self) -> None:

@@ -235,3 +235,26 @@ def test_cli_runs_the_baselines_of_a_wet_case(tmp_path, capsys):
     assert (tmp_path / "per_example" / "builtin_NoiseGate_wet.json").exists()
     with pytest.raises(SystemExit):
         cli.main(["--n", "2"])
+
+
+def test_target_rows_check_every_identifiable_setting_against_mean():
+    def rec(est, metric, value, subset="identifiable", stat="median", mode="wet"):
+        return {"set": "builtin", "processor": "Limiter", "mode": mode, "estimator": est,
+                "metric": metric, "subset": subset, "stat": stat, "value": value}
+
+    records = [rec("mean", "identifiable/a", 0.9, "all", "mean"),
+               rec("mean", "identifiable/a", 1.0, "all", "median"),  # not the share
+               rec("mean", "identifiable/b", 0.2, "all", "mean"),  # too rarely identifiable
+               rec("mean", "norm_err/a", 0.20), rec("model", "norm_err/a", 0.14),
+               rec("mean", "norm_err/b", 0.20), rec("model", "norm_err/b", 0.30),
+               rec("mean", "mrstft", 1.0, "all"), rec("model", "mrstft", 0.5, "all")]
+    (row,) = bm.target_rows(records)
+    assert row["limit"] == 0.75 and row["ratios"] == {"a": pytest.approx(0.7)}
+    assert row["met"]
+    records[4] = rec("model", "norm_err/a", 0.16)  # 0.8 x mean: over the wet target
+    assert not bm.target_rows(records)[0]["met"]
+    dry = [dict(r, mode="dry_wet") for r in records[:3]] + [
+        dict(r, mode="dry_wet") for r in records[3:]]
+    assert bm.target_rows(dry)[0]["limit"] == 0.5 and not bm.target_rows(dry)[0]["met"]
+    table = bm.target_table(records)
+    assert "| builtin | Limiter | wet | a 0.80 | <= 0.75 | 0.500 | 1.000 | **no** |" in table

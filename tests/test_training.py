@@ -161,7 +161,8 @@ def test_folder_dataset_skips_bad_files_and_counts_them(tmp_path):
     (tmp_path / "corrupt.flac").write_bytes(b"definitely not a flac file")
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        ds = FolderClips(tmp_path, size=5, seed=0, sample_rate=22050, clip_seconds=0.2)
+        ds = FolderClips(tmp_path, size=5, seed=0, sample_rate=22050, clip_seconds=0.2,
+                         cache_dir=None)
     assert ds.skipped == 3
     assert len([x for x in w if "skipping" in str(x.message)]) == 3
     crop = ds[0]
@@ -173,9 +174,9 @@ def test_folder_without_usable_files_is_a_clear_error(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"RIFF....")
     with pytest.warns(UserWarning, match="skipping"):
         with pytest.raises(ValueError, match=f"no usable audio file.*{tmp_path.name}"):
-            FolderClips(tmp_path, size=2, seed=0)
+            FolderClips(tmp_path, size=2, seed=0, cache_dir=None)
     with pytest.raises(ValueError, match="does not exist"):
-        FolderClips(tmp_path / "missing", size=2, seed=0)
+        FolderClips(tmp_path / "missing", size=2, seed=0, cache_dir=None)
 
 
 def test_generator_is_deterministic_per_seed():

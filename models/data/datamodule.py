@@ -8,7 +8,8 @@ from typing import Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .datasets import EffectPairs, FolderClips, SyntheticClips
+from .datasets import EffectPairs, EpochSampler, SyntheticClips
+from .folder import FolderClips, FolderIndex
 from .pool import BuiltinPool
 
 __all__ = ["EffectDataModule"]
@@ -21,13 +22,16 @@ class EffectDataModule(L.LightningDataModule):
         source: ``"synthetic"`` (the built-in generator, clips made once per split),
             ``"pool"`` (the built-in generator for long runs: a cached pool of clips, random
             crops at the estimation benchmark's levels, new every epoch) or ``"folder"``
-            (``root`` required).
+            (``root`` required: streamed from disk, see ``folder.FolderClips``).
         num_params: the processor's parameter count (from the processor; set by the pipeline).
         sizes: clips per split; seeds: generator seeds per split (val and test are fixed by them).
         clip_samples: clip length in samples (overrides ``clip_seconds``).
         pool_size, pool_seconds: ``pool`` source: clips in the training pool and their length
             (training crops are cut from them at random); ``level_db``: RMS level range (dBFS);
-            ``cache_dir``: where generated pools are cached (``null``: no cache).
+            ``cache_dir``: where generated pools and folder indexes are cached (``null``: none).
+        split_seed, val_fraction, test_fraction: ``folder`` source without ``train``/``val``/
+            ``test`` subfolders: the seeded split of its files. ``level_db`` ``null`` keeps the
+            files' own levels.
     """
 
     def __init__(self, source: str = "synthetic", root: Optional[str] = None,
@@ -36,7 +40,8 @@ class EffectDataModule(L.LightningDataModule):
                  seed: int = 0, batch_size: int = 16, num_workers: int = 0,
                  num_params: int = 0, pool_size: Optional[int] = None,
                  pool_seconds: Optional[float] = None, level_db=(-30.0, -10.0),
-                 cache_dir: Optional[str] = ".cache/dynfx", clip_samples: Optional[int] = None):
+                 cache_dir: Optional[str] = ".cache/dynfx", clip_samples: Optional[int] = None,
+                 split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1):
         super().__init__()
         if source not in ("synthetic", "pool", "folder"):
             raise ValueError(f"data source must be 'synthetic', 'pool' or 'folder', got {source!r}")
@@ -63,8 +68,14 @@ class EffectDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.num_params = num_params
         self.pool_size, self.pool_seconds = pool_size, pool_seconds
-        self.level_db, self.cache_dir = tuple(level_db), cache_dir
+        self.level_db = tuple(level_db) if level_db is not None else None
+        if self.level_db is None and source == "pool":
+            raise ValueError("data.level_db is required for the pool source")
+        self.cache_dir = cache_dir
+        self.split_seed, self.fractions = int(split_seed), (float(val_fraction), float(test_fraction))
         self.splits: dict[str, EffectPairs] = {}
+        self._index: Optional[FolderIndex] = None
+        self._train_sampler: Optional[EpochSampler] = None
 
     def _clips(self, split: str):
         kw = dict(sample_rate=self.sample_rate, clip_seconds=self.clip_seconds,
@@ -78,8 +89,12 @@ class EffectDataModule(L.LightningDataModule):
                                self.channels, pool_size=self.pool_size if split == "train" else None,
                                pool_samples=pool_n, level_db=self.level_db,
                                fixed=split != "train", cache_dir=self.cache_dir)
-        return FolderClips(self.root, self.sizes[split], self.seeds[split], fixed=split != "train",
-                           **kw)
+        if self._index is None:  # indexed once, shared by the splits
+            self._index = FolderIndex(self.root, cache_dir=self.cache_dir)
+        return FolderClips(self._index, self.sizes[split], self.seeds[split], fixed=split != "train",
+                           split=split, split_seed=self.split_seed,
+                           val_fraction=self.fractions[0], test_fraction=self.fractions[1],
+                           level_db=self.level_db, **kw)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.num_params <= 0:
@@ -91,17 +106,27 @@ class EffectDataModule(L.LightningDataModule):
                 self.splits[split] = EffectPairs(self._clips(split), self.num_params,
                                                  self.seeds[split], train=split == "train")
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, drop_last=False,
+    def set_epoch(self, epoch: int) -> None:
+        """New training crops and settings for ``epoch`` (the sampler carries the epoch into the
+        DataLoader workers; the dataset's own copy serves direct indexing)."""
+        if "train" in self.splits:
+            self.splits["train"].set_epoch(epoch)
+        if self._train_sampler is not None:
+            self._train_sampler.set_epoch(epoch)
+
+    def _loader(self, split: str, sampler=None) -> DataLoader:
+        return DataLoader(self.splits[split], batch_size=self.batch_size, sampler=sampler,
+                          shuffle=False, num_workers=self.num_workers, drop_last=False,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        # the LightningModule advances the split's epoch (new settings) at every epoch start
-        return self._loader("train", shuffle=True)
+        self._train_sampler = EpochSampler(self.sizes["train"], self.seeds["train"])
+        trainer = getattr(self, "trainer", None)
+        self.set_epoch(trainer.current_epoch if trainer is not None else 0)  # exact on resume
+        return self._loader("train", self._train_sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

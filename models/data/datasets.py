@@ -1,4 +1,6 @@
-"""Datasets: built-in synthetic clips, a folder of the user's audio, and the effect-matching pairs.
+"""Datasets: built-in synthetic clips, the effect-matching pairs, and the training sampler.
+
+(A folder of the user's audio streams from ``folder.FolderClips``, re-exported here.)
 
 Every item is ``{"dry": (C, T) float32, "norm_params": (P,) float32, "index": int}``; the wet target is rendered
 on the fly by the LightningModule (``wet = processor(dry, norm_params)``), batched, on its device.
@@ -9,19 +11,16 @@ and machine while training sees new settings every epoch.
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
+from .folder import AUDIO_EXTENSIONS, FolderClips, split_key
 from .synth import SynthConfig, generate_clip
 
-__all__ = ["SyntheticClips", "FolderClips", "EffectPairs", "AUDIO_EXTENSIONS"]
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+__all__ = ["SyntheticClips", "FolderClips", "EffectPairs", "EpochSampler", "AUDIO_EXTENSIONS"]
 
 
 class SyntheticClips(Dataset):
@@ -39,81 +38,6 @@ class SyntheticClips(Dataset):
         return self.clips[i]
 
 
-class FolderClips(Dataset):
-    """Random crops of the audio files in a folder (searched recursively).
-
-    wav/flac/ogg via soundfile, mono or stereo (converted to ``channels``), resampled to
-    ``sample_rate`` with torchaudio. Unreadable, empty or non-finite files are skipped with one
-    warning each (``skipped`` counts them); crops quieter than ``silence_db`` are redrawn.
-    A folder with no usable file raises ``ValueError`` naming it.
-    """
-
-    def __init__(self, root: str | Path, size: int, seed: int, sample_rate: int = 22050,
-                 clip_seconds: float = 1.0, channels: int = 1, silence_db: float = -60.0,
-                 fixed: bool = False):
-        import soundfile as sf
-        import torchaudio.functional as AF
-
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise ValueError(f"audio folder {str(self.root)!r} does not exist")
-        self.num_samples = int(round(sample_rate * clip_seconds))
-        self.size, self.seed, self.channels = size, seed, channels
-        self.silence_db, self.fixed = silence_db, fixed
-        self.audio: list[torch.Tensor] = []
-        self.skipped = 0
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
-        for path in files:
-            try:
-                data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
-                self._skip(path, f"unreadable ({exc.__class__.__name__}: {exc})")
-                continue
-            if data.size == 0:
-                self._skip(path, "empty")
-                continue
-            if not np.isfinite(data).all():
-                self._skip(path, "contains NaN or Inf")
-                continue
-            audio = torch.from_numpy(data.T.copy())  # (C, T)
-            if sr != sample_rate:
-                audio = AF.resample(audio, sr, sample_rate)
-            audio = self._to_channels(audio)
-            if audio.shape[-1] < self.num_samples:
-                audio = torch.nn.functional.pad(audio, (0, self.num_samples - audio.shape[-1]))
-            self.audio.append(audio)
-        if not self.audio:
-            raise ValueError(
-                f"no usable audio file ({'/'.join(AUDIO_EXTENSIONS)}) in folder {str(self.root)!r}"
-                f" ({len(files)} found, {self.skipped} skipped)"
-            )
-
-    def _skip(self, path: Path, why: str) -> None:
-        self.skipped += 1
-        warnings.warn(f"skipping {path}: {why}", stacklevel=3)
-
-    def _to_channels(self, audio: torch.Tensor) -> torch.Tensor:
-        if audio.shape[0] == self.channels:
-            return audio
-        mono = audio.mean(dim=0, keepdim=True)
-        return mono.expand(self.channels, -1).clone()
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        rng = np.random.default_rng((self.seed, i) if self.fixed else None)
-        crop = None
-        for _ in range(20):  # redraw silent crops
-            audio = self.audio[rng.integers(len(self.audio))]
-            start = rng.integers(0, audio.shape[-1] - self.num_samples + 1)
-            crop = audio[:, start : start + self.num_samples]
-            rms = crop.square().mean().sqrt().item()
-            if rms > 10 ** (self.silence_db / 20):
-                return crop
-        return crop  # every attempt was silent: the material is mostly silence
-
-
 class EffectPairs(Dataset):
     """Source clips paired with normalised processor settings drawn uniformly in [0, 1]."""
 
@@ -129,12 +53,42 @@ class EffectPairs(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def params_for(self, i: int) -> torch.Tensor:
-        key = (self.seed, self.epoch, i) if self.train else (self.seed, i)
+    def params_for(self, i: int, epoch: int | None = None) -> torch.Tensor:
+        epoch = self.epoch if epoch is None else epoch
+        key = (self.seed, epoch, i) if self.train else (self.seed, i)
         rng = np.random.default_rng(key)
         return torch.from_numpy(rng.random(self.num_params).astype(np.float32))
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        """``key``: an index (at the dataset's epoch) or an ``(epoch, index)`` pair from
+        ``EpochSampler``, which carries the epoch into DataLoader workers."""
+        epoch, i = split_key(key, self.epoch)
         # the index lets the test count every example once under DDP (the sampler pads)
-        return {"dry": self.source[i], "norm_params": self.params_for(i), "index": i}
+        # sources that draw new crops every epoch take the pair, fixed ones the index
+        dry = self.source[(epoch, i)] if hasattr(self.source, "set_epoch") else self.source[i]
+        return {"dry": dry, "norm_params": self.params_for(i, epoch), "index": i}
+
+
+class EpochSampler(Sampler):
+    """Training order: a permutation of ``range(size)`` seeded by (seed, epoch), yielding
+    ``(epoch, index)`` keys, so that the examples of an epoch are the same in the main process
+    and in any number of (persistent) DataLoader workers, and a resumed run draws exactly what
+    an uninterrupted one would. Lightning calls ``set_epoch`` before every training epoch."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True):
+        self.size, self.seed, self.shuffle = int(size), int(seed), bool(shuffle)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        order = (np.random.default_rng([self.seed, epoch, 31]).permutation(self.size)
+                 if self.shuffle else np.arange(self.size))
+        for i in order:
+            yield epoch, int(i)
 

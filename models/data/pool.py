@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .folder import split_key
 from .synth import SynthConfig, generate_clip
 
 __all__ = ["apply_level", "BuiltinPool", "GENERATOR_VERSION", "SILENCE_DB"]
@@ -137,8 +138,9 @@ class BuiltinPool(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        key = (self.seed, i) if self.fixed else (self.seed, self.epoch, i)
+    def __getitem__(self, key) -> torch.Tensor:
+        epoch, i = split_key(key, self.epoch)
+        key = (self.seed, i) if self.fixed else (self.seed, epoch, i)
         rng = np.random.default_rng([*key, 17])
         crop = None
         for _ in range(8):  # silent crops are redrawn (bounded)

@@ -13,6 +13,8 @@ A head with a sigmoid gives ``num_outputs`` values in [0, 1] (the processor's ``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio
 from torch import Tensor, nn
@@ -34,17 +36,19 @@ def level_envelope_db(x: Tensor, hop: int) -> Tensor:
 PROFILE_SMOOTHING_FRAMES = (1, 5, 17, 65)  # dry-level smoothing for the profiles (~3-200 ms)
 
 
-def gain_level_profile(dry_db: Tensor, wet_db: Tensor) -> Tensor:
+def gain_level_profile(dry_db: Tensor, wet_db: Tensor,
+                       smoothing: tuple = PROFILE_SMOOTHING_FRAMES) -> Tensor:
     """Measured static curves: the mean gain (wet - dry, dB, per frame) in soft bins of the dry
-    level, and the bins' occupancy, for the dry level smoothed over 1, 5, 17 and 65 frames (the
-    detector of a compressor with slow attack/release sees a smoothed level): (B, 8K)."""
+    level, and the bins' occupancy, for the dry level smoothed over each count of ``smoothing``
+    frames (by default 1, 5, 17 and 65: the detector of a compressor with slow attack/release
+    sees a smoothed level): (B, 2 K len(smoothing))."""
     lo, hi, k = LEVEL_BINS_DB
     centres = torch.linspace(lo, hi, k, device=dry_db.device, dtype=dry_db.dtype)
     width = (hi - lo) / (k - 1)
     gain_db = wet_db - dry_db
     power = torch.pow(10.0, dry_db / 10.0)[:, None]
     feats = []
-    for frames in PROFILE_SMOOTHING_FRAMES:
+    for frames in smoothing:
         smooth = power if frames == 1 else nn.functional.avg_pool1d(
             power, frames, stride=1, padding=frames // 2, count_include_pad=False)
         level = 10.0 * torch.log10(smooth[:, 0, : dry_db.shape[1]] + 1e-10)
@@ -56,6 +60,8 @@ def gain_level_profile(dry_db: Tensor, wet_db: Tensor) -> Tensor:
 
 
 PROFILE_SIZE = 2 * LEVEL_BINS_DB[2] * len(PROFILE_SMOOTHING_FRAMES)
+BAND_PROFILE_SMOOTHING = (1,)  # per-band profiles: band frames are already 11.6 ms
+BAND_PROFILE_SIZE = 2 * LEVEL_BINS_DB[2] * len(BAND_PROFILE_SMOOTHING)
 
 
 class _Features(nn.Module):
@@ -216,6 +222,42 @@ def frame_features(wet: Tensor, dry: Tensor | None, hop: int, sub_blocks: int = 
                        dim=1) / 20.0
 
 
+BAND_RANGE_HZ = (40.0, 16000.0)  # the log-spaced analysis bands of the band traces
+BAND_HOP_FRAMES = 4  # band traces are measured every 4 frames (11.6 ms at the default hop)
+
+
+def band_matrix(bands: int, n_fft: int, sample_rate: int) -> Tensor:
+    """(bands, n_fft // 2 + 1) 0/1 matrix: which STFT bins make up each of ``bands`` log-spaced
+    bands over :data:`BAND_RANGE_HZ` (clipped to 0.45 fs); every band holds at least one bin."""
+    lo, hi = BAND_RANGE_HZ
+    hi = min(hi, 0.45 * sample_rate)
+    bins = n_fft // 2 + 1
+    freqs = torch.arange(bins, dtype=torch.float64) * sample_rate / n_fft
+    edges = torch.logspace(math.log10(lo), math.log10(hi), bands + 1, dtype=torch.float64)
+    m = torch.zeros(bands, bins)
+    for b in range(bands):
+        inside = (freqs >= edges[b]) & (freqs < edges[b + 1])
+        if not inside.any():  # a band narrower than a bin: the nearest bin
+            inside = (freqs - (edges[b] * edges[b + 1]).sqrt()).abs() == \
+                (freqs - (edges[b] * edges[b + 1]).sqrt()).abs().min()
+        m[b, inside] = 1.0
+    return m
+
+
+def band_levels_db(x: Tensor, matrix: Tensor, hop: int, frames: int) -> Tensor:
+    """Per-band level in dB of (B, C, T) audio mixed to mono: the power of the STFT bins of
+    each band (a full-scale sine reads -3 dB in its band) (``matrix`` from :func:`band_matrix`, Hann window of ``2 (bins - 1)`` samples,
+    ``hop`` samples apart, centred), the first ``frames`` STFT frames: (B, bands, frames)."""
+    n_fft = 2 * (matrix.shape[1] - 1)
+    spec = torch.stft(x.mean(dim=1), n_fft, hop_length=hop,
+                      window=torch.hann_window(n_fft, device=x.device, dtype=x.dtype),
+                      center=True, return_complex=True)
+    # one-sided bins, Hann window (sum of squares 0.375 n_fft): the bins of a band sum to its power
+    power = spec.abs().square()[..., :frames] * (2.0 / (0.375 * n_fft * n_fft))
+    band = torch.einsum("kf,bft->bkt", matrix.to(x.dtype), power)
+    return (10.0 * torch.log10(band + 1e-20)).clamp_min(DB_FLOOR)
+
+
 class _Res(nn.Module):
     """Residual dilated block: GELU(conv k=3, dilation d) then a 1x1 conv, added to the input."""
 
@@ -261,7 +303,7 @@ class FrameEncoder(nn.Module):
     def __init__(self, num_outputs: int, sample_rate: int = 44100, input_mode: str = "dry_wet",
                  hop_ms: float = 2.9, widths: tuple = (48,),
                  dilations: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256), heads: int = 4,
-                 hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4):
+                 hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0):
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
@@ -272,6 +314,14 @@ class FrameEncoder(nn.Module):
             raise ValueError(f"sub_blocks must divide the hop of {self.hop} samples, got "
                              f"{sub_blocks}")
         in_ch = (4 if input_mode == "dry_wet" else 1) + 2 * self.sub_blocks
+        self.bands = int(bands)
+        if self.bands < 0:
+            raise ValueError(f"bands must be >= 0, got {bands}")
+        if self.bands:  # per-band traces for the multi-band processors
+            band_hop = self.hop * BAND_HOP_FRAMES
+            self.register_buffer("band_matrix", band_matrix(self.bands, 2 * band_hop, sample_rate),
+                                 persistent=False)
+            in_ch += self.bands * (3 if input_mode == "dry_wet" else 1)
         widths = tuple(int(w) for w in widths)
         stem_stride = int(stem_stride)
         if stem_stride == 1:
@@ -289,6 +339,8 @@ class FrameEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.pool = _AttentionPool(prev, heads)
         extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        if input_mode == "dry_wet":
+            extra += self.bands * BAND_PROFILE_SIZE
         self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
 
     @property
@@ -304,7 +356,30 @@ class FrameEncoder(nn.Module):
         if feats.shape[-1] < 16:
             raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "
                              f"it needs at least {self.min_samples}")
-        h = [self.pool(self.net(feats))]
+        profiles = []
         if dry is not None:
-            h.append(gain_level_profile(feats[:, 0] * 20.0, feats[:, 1] * 20.0))
-        return self.head(torch.cat(h, dim=1))
+            profiles.append(gain_level_profile(feats[:, 0] * 20.0, feats[:, 1] * 20.0))
+        if self.bands:
+            feats, band_profile = self._band_traces(feats, wet, dry)
+            if band_profile is not None:
+                profiles.append(band_profile)
+        return self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
+
+    def _band_traces(self, feats: Tensor, wet: Tensor, dry: Tensor | None):
+        """``feats`` joined by the band levels (wet; dry_wet: dry, wet and the band gain) held
+        over each 4-frame band hop, and in ``dry_wet`` the per-band gain-versus-level profiles."""
+        frames = feats.shape[-1]
+        coarse = -(-frames // BAND_HOP_FRAMES)
+        hop = self.hop * BAND_HOP_FRAMES
+        wet_b = band_levels_db(wet, self.band_matrix, hop, coarse)
+        if dry is None:
+            traces, profile = wet_b, None
+        else:
+            dry_b = band_levels_db(dry, self.band_matrix, hop, coarse)
+            gain = (wet_b - dry_b).clamp(-60.0, 40.0) * (dry_b > -80.0).to(wet.dtype)
+            traces = torch.cat([dry_b, wet_b, gain], dim=1)
+            B, K, F = dry_b.shape
+            profile = gain_level_profile(dry_b.reshape(B * K, F), wet_b.reshape(B * K, F),
+                                         smoothing=BAND_PROFILE_SMOOTHING).reshape(B, -1)
+        traces = traces.repeat_interleave(BAND_HOP_FRAMES, dim=-1)[..., :frames] / 20.0
+        return torch.cat([feats, traces], dim=1), profile

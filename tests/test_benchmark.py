@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import dynfx
 from models import benchmark as bm
 from models.data.pool import BuiltinPool, apply_level, generate_pool
-from models.encoders import FrameEncoder, frame_features
+from models.encoders import FrameEncoder, band_levels_db, band_matrix, frame_features
 from models.refine import refine_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,6 +155,42 @@ def test_frame_features_read_a_constant_gain_exactly():
     assert torch.allclose(gains, torch.tensor([0.0, 0.0, -12.0412, -12.0412]), atol=1e-3)
     with pytest.raises(ValueError, match="divide"):
         frame_features(wet, dry, 128, sub_blocks=3)
+
+
+def test_band_levels_read_a_sine_in_its_band_and_noise_power():
+    m = band_matrix(12, 1024, 44100)
+    assert m.shape == (12, 513) and bool((m.sum(1) >= 1).all()) and float(m.sum(0).max()) == 1.0
+    t = torch.arange(44100, dtype=torch.float64) / 44100
+    sine = torch.sin(2 * math.pi * 1000.0 * t)[None, None].repeat(1, 2, 1)
+    lev = band_levels_db(sine, m.double(), 512, 64)[0, :, 10:60]
+    band = int(lev.mean(-1).argmax())  # 1 kHz lies in the band of 937-1561 Hz
+    assert torch.allclose(lev[band], torch.full_like(lev[band], -3.0103), atol=1e-3)
+    assert float(lev[band - 1].max()) < -40.0 and float(lev[band + 1].max()) < -40.0
+    # white noise: the bands sum to the power inside 40 Hz-16 kHz (72.5 % of 0-22.05 kHz)
+    noise = torch.randn(1, 1, 44100 * 4, generator=torch.Generator().manual_seed(0)).double()
+    total = (10 ** (band_levels_db(noise, m.double(), 512, 300)[0] / 10)).sum(0)[10:-10].mean()
+    assert abs(float(total) - (16000 - 40) / 22050) < 0.02
+
+
+@pytest.mark.parametrize("mode", ["dry_wet", "wet"])
+def test_frame_encoder_band_traces(mode):
+    enc = FrameEncoder(5, 44100, input_mode=mode, stem_stride=2, bands=6)
+    x = torch.randn(2, 2, 16384) * 0.1
+    feats, profile = enc._band_traces(torch.zeros(2, 0, 16384 // enc.hop), x * 0.5,
+                                      x if mode == "dry_wet" else None)
+    assert feats.shape == (2, 18 if mode == "dry_wet" else 6, 16384 // enc.hop)
+    if mode == "dry_wet":  # the band gain of a -6 dB copy, in every frame
+        assert torch.allclose(feats[:, 12:] * 20.0, torch.full_like(feats[:, 12:], -6.0206),
+                              atol=1e-3)
+        assert profile.shape == (2, 6 * 60)
+    else:
+        assert profile is None
+    out = enc(x * 0.5, x)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    with pytest.raises(ValueError, match="bands"):
+        FrameEncoder(5, 44100, bands=-1)
 
 
 @pytest.mark.parametrize("mode", ["dry_wet", "wet"])

@@ -60,6 +60,32 @@ def gain_level_profile(dry_db: Tensor, wet_db: Tensor,
 
 
 PROFILE_SIZE = 2 * LEVEL_BINS_DB[2] * len(PROFILE_SMOOTHING_FRAMES)
+
+
+def level_motion_profile(level_db: Tensor) -> Tensor:
+    """Wet-only statistics of a level trace (B, F) in dB: for the level smoothed over 1, 5, 17
+    and 65 frames, in soft bins of that level, the bins' occupancy and the mean rise and mean
+    fall of the level over the next smoothing span. A compressor or expander changes how fast
+    the level moves above or below its threshold (by its ratio), and this shows where: (B, 3K4)."""
+    lo, hi, k = LEVEL_BINS_DB
+    centres = torch.linspace(lo, hi, k, device=level_db.device, dtype=level_db.dtype)
+    width = (hi - lo) / (k - 1)
+    power = torch.pow(10.0, level_db / 10.0)[:, None]
+    feats = []
+    for frames in PROFILE_SMOOTHING_FRAMES:
+        smooth = power if frames == 1 else nn.functional.avg_pool1d(
+            power, frames, stride=1, padding=frames // 2, count_include_pad=False)
+        level = 10.0 * torch.log10(smooth[:, 0, : level_db.shape[1]] + 1e-10).clamp_min(DB_FLOOR)
+        step = level[:, frames:] - level[:, :-frames]  # (B, F - s)
+        w = torch.exp(-0.5 * ((level[:, :-frames, None] - centres) / width) ** 2)
+        occupancy = w.sum(dim=1) + 1e-3
+        rise = (step.clamp_min(0.0)[:, :, None] * w).sum(dim=1) / occupancy
+        fall = (step.clamp_max(0.0)[:, :, None] * w).sum(dim=1) / occupancy
+        feats += [torch.log1p(occupancy) / 5.0, rise / 10.0, fall / 10.0]
+    return torch.cat(feats, dim=1)
+
+
+MOTION_PROFILE_SIZE = 3 * LEVEL_BINS_DB[2] * len(PROFILE_SMOOTHING_FRAMES)
 BAND_PROFILE_SMOOTHING = (1,)  # per-band profiles: band frames are already 11.6 ms
 BAND_PROFILE_SIZE = 2 * LEVEL_BINS_DB[2] * len(BAND_PROFILE_SMOOTHING)
 
@@ -294,7 +320,10 @@ class FrameEncoder(nn.Module):
     the frame rate; ``stem_stride`` > 1 starts at a lower rate). The default is one stage at the
     full frame rate with dilations up to 256 frames: 3 ms resolution for attack times and a
     receptive field over the whole clip for release times. Attention pooling over time, plus in
-    ``dry_wet`` mode the measured gain-versus-level profile, feed an MLP head.
+    ``dry_wet`` mode the measured gain-versus-level profile (in ``wet`` mode with
+    ``wet_profile=True`` the level-motion profile, :func:`level_motion_profile`), feed an MLP
+    head. ``bands`` > 0 adds per-band traces and profiles (:func:`band_levels_db`) for the
+    multi-band processors.
 
     Shape:
         wet, dry: (B, C, T); output: (B, num_outputs) in [0, 1].
@@ -303,7 +332,8 @@ class FrameEncoder(nn.Module):
     def __init__(self, num_outputs: int, sample_rate: int = 44100, input_mode: str = "dry_wet",
                  hop_ms: float = 2.9, widths: tuple = (48,),
                  dilations: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256), heads: int = 4,
-                 hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0):
+                 hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0,
+                 wet_profile: bool = False):
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
@@ -341,6 +371,9 @@ class FrameEncoder(nn.Module):
         extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
         if input_mode == "dry_wet":
             extra += self.bands * BAND_PROFILE_SIZE
+        self.wet_profile = bool(wet_profile) and input_mode == "wet"
+        if self.wet_profile:
+            extra += MOTION_PROFILE_SIZE
         self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
 
     @property
@@ -359,6 +392,8 @@ class FrameEncoder(nn.Module):
         profiles = []
         if dry is not None:
             profiles.append(gain_level_profile(feats[:, 0] * 20.0, feats[:, 1] * 20.0))
+        elif self.wet_profile:
+            profiles.append(level_motion_profile(feats[:, 0] * 20.0))
         if self.bands:
             feats, band_profile = self._band_traces(feats, wet, dry)
             if band_profile is not None:

@@ -15,7 +15,8 @@ import torch
 import dynfx
 from models import benchmark as bm
 from models.data.pool import BuiltinPool, apply_level, generate_pool
-from models.encoders import FrameEncoder, band_levels_db, band_matrix, frame_features
+from models.encoders import (FrameEncoder, band_levels_db, band_matrix, frame_features,
+                             level_motion_profile)
 from models.refine import refine_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +171,22 @@ def test_band_levels_read_a_sine_in_its_band_and_noise_power():
     noise = torch.randn(1, 1, 44100 * 4, generator=torch.Generator().manual_seed(0)).double()
     total = (10 ** (band_levels_db(noise, m.double(), 512, 300)[0] / 10)).sum(0)[10:-10].mean()
     assert abs(float(total) - (16000 - 40) / 22050) < 0.02
+
+
+def test_level_motion_profile_reads_the_rate_of_a_level_ramp():
+    level = torch.linspace(-80.0, 0.0, 801, dtype=torch.float64)[None]  # +0.1 dB per frame
+    prof = level_motion_profile(level).reshape(1, 4, 3, 30)
+    centres = torch.linspace(-90.0, 0.0, 30)
+    inner = (centres > -70) & (centres < -10)  # bins well inside the ramp
+    assert torch.allclose(prof[0, 0, 1, inner] * 10.0, torch.full((int(inner.sum()),), 0.1,
+                          dtype=torch.float64), atol=1e-3)  # the rise per frame
+    assert float(prof[0, :, 2].abs().max()) < 1e-9  # it never falls
+    # the falling ramp mirrors it, and at a 5-frame span the step is 5 x 0.1 dB
+    prof_f = level_motion_profile(level.flip(-1)).reshape(1, 4, 3, 30)
+    assert torch.allclose(prof_f[0, 1, 2, inner] * 10.0, torch.full((int(inner.sum()),), -0.5,
+                          dtype=torch.float64), atol=1e-2)
+    enc = FrameEncoder(4, 44100, input_mode="wet", stem_stride=2, wet_profile=True)
+    assert enc(torch.randn(2, 1, 16384) * 0.1).shape == (2, 4)
 
 
 @pytest.mark.parametrize("mode", ["dry_wet", "wet"])

@@ -126,7 +126,16 @@ class EffectEstimator(L.LightningModule):
 
     @torch.no_grad()
     def render_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
+        """The processor's output and gain at ``norm`` (targets, baselines, refined settings)."""
         return self.processor(dry, norm_params=norm, return_gain=True, validate=False)
+
+    @torch.no_grad()
+    def make_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:
+        """The wet target at the true settings: the processor's own ``render_target`` when it
+        has one (a third-party plugin, ``models.plugins``: the plugin's real output), else
+        :meth:`render_target`."""
+        custom = getattr(self.processor, "render_target", None)
+        return custom(dry, norm) if custom is not None else self.render_target(dry, norm)
 
     def _param_weights(self, dry: Tensor, true: Tensor) -> Optional[Tensor]:
         if self.w_unident >= 1.0:
@@ -138,7 +147,7 @@ class EffectEstimator(L.LightningModule):
 
     def _step(self, batch: dict, stage: str, all_terms: bool = False):
         dry, true = batch["dry"], batch["norm_params"]
-        wet, gain_true = self.render_target(dry, true)
+        wet, gain_true = self.make_target(dry, true)
         pred = self(wet, dry)
         weights = dict(self.weights)
         if stage == "train" and self.current_epoch < self.gain_from_epoch:

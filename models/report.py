@@ -39,7 +39,7 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
     batch = [test[i] for i in range(len(test))]
     dry = torch.stack([b["dry"] for b in batch])
     true = torch.stack([b["norm_params"] for b in batch])
-    wet, gain_true = module.render_target(dry, true)
+    wet, gain_true = module.make_target(dry, true)
     pred = module.estimate(wet, dry if module.input_mode == "dry_wet" else None)
     with torch.no_grad():
         y, gain_pred = proc(dry, norm_params=pred, return_gain=True, validate=False)

@@ -261,3 +261,32 @@ def test_workers_see_new_targets_every_epoch_and_resumes_are_exact(tmp_path):
     assert ckpt.exists() and [b[0] for b in resumed] == [1, 1]
     for (e, idx, p, d), (e2, idx2, p2, d2) in zip(base[2:], resumed):
         assert (e, idx) == (e2, idx2) and torch.equal(p, p2) and torch.equal(d, d2)
+
+
+def test_mix_source_joins_the_builtin_pool_and_the_folder(tmp_path):
+    root = _folder(tmp_path, n=10, sr=8000, seconds=1.0)
+    kw = dict(source="mix", root=str(root), sample_rate=8000, clip_samples=400, pool_size=4,
+              pool_seconds=0.1, level_db=(-30.0, -10.0), cache_dir=str(tmp_path / "cache"),
+              train_size=10, val_size=4, test_size=4, num_params=3, mix_fraction=0.3)
+    dm = EffectDataModule(**kw)
+    dm.setup("fit")
+    train = dm.splits["train"]
+    assert len(train) == 10
+    pool_part, folder_part = train.source.parts
+    assert (len(pool_part), len(folder_part)) == (7, 3)
+    items = [train[(0, i)]["dry"] for i in range(10)]
+    assert all(x.shape == (1, 400) for x in items)
+    # the folder's crops come from its training files: tones of 100 + 50 k Hz, not the pool's
+    assert torch.equal(items[8], folder_part[(0, 1)])
+    assert torch.equal(items[2], pool_part[(0, 2)])
+    # new crops every epoch in both parts; validation fixed across data modules
+    assert not torch.equal(train[(1, 8)]["dry"], items[8])
+    assert not torch.equal(train[(1, 2)]["dry"], items[2])
+    dm2 = EffectDataModule(**kw)
+    dm2.setup("fit")
+    assert all(torch.equal(dm.splits["val"][i]["dry"], dm2.splits["val"][i]["dry"])
+               for i in range(4))
+    with pytest.raises(ValueError, match="mix_fraction"):
+        EffectDataModule(**{**kw, "mix_fraction": 1.0})
+    with pytest.raises(ValueError, match="needs data.root"):
+        EffectDataModule(**{**kw, "root": None})

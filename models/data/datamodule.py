@@ -8,7 +8,7 @@ from typing import Optional
 import lightning as L
 from torch.utils.data import DataLoader
 
-from .datasets import EffectPairs, EpochSampler, SyntheticClips
+from .datasets import EffectPairs, EpochSampler, MixedClips, SyntheticClips
 from .folder import FolderClips, FolderIndex
 from .pool import BuiltinPool
 
@@ -22,7 +22,9 @@ class EffectDataModule(L.LightningDataModule):
         source: ``"synthetic"`` (the built-in generator, clips made once per split),
             ``"pool"`` (the built-in generator for long runs: a cached pool of clips, random
             crops at the estimation benchmark's levels, new every epoch) or ``"folder"``
-            (``root`` required: streamed from disk, see ``folder.FolderClips``).
+            (``root`` required: streamed from disk, see ``folder.FolderClips``) or ``"mix"``
+            (``pool`` and ``folder`` together: a ``mix_fraction`` share of every split from the
+            folder, each from its own split of it).
         num_params: the processor's parameter count (from the processor; set by the pipeline).
         sizes: clips per split; seeds: generator seeds per split (val and test are fixed by them).
         clip_samples: clip length in samples (overrides ``clip_seconds``).
@@ -41,12 +43,16 @@ class EffectDataModule(L.LightningDataModule):
                  num_params: int = 0, pool_size: Optional[int] = None,
                  pool_seconds: Optional[float] = None, level_db=(-30.0, -10.0),
                  cache_dir: Optional[str] = ".cache/dynfx", clip_samples: Optional[int] = None,
-                 split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1):
+                 split_seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+                 mix_fraction: float = 0.5):
         super().__init__()
-        if source not in ("synthetic", "pool", "folder"):
-            raise ValueError(f"data source must be 'synthetic', 'pool' or 'folder', got {source!r}")
-        if source == "folder" and not root:
-            raise ValueError("data source 'folder' needs data.root=/path/to/audio")
+        if source not in ("synthetic", "pool", "folder", "mix"):
+            raise ValueError("data source must be 'synthetic', 'pool', 'folder' or 'mix', got "
+                             f"{source!r}")
+        if source in ("folder", "mix") and not root:
+            raise ValueError(f"data source {source!r} needs data.root=/path/to/audio")
+        if not 0.0 < float(mix_fraction) < 1.0:
+            raise ValueError(f"data.mix_fraction must be in (0, 1), got {mix_fraction}")
         for name, value in (("batch_size", batch_size), ("channels", channels),
                             ("train_size", train_size), ("val_size", val_size),
                             ("test_size", test_size)):
@@ -57,7 +63,7 @@ class EffectDataModule(L.LightningDataModule):
                              f"clip_samples={clip_samples}")
         if int(num_workers) < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        if source == "folder" and root and Path(root).exists() and not Path(root).is_dir():
+        if source in ("folder", "mix") and root and Path(root).exists() and not Path(root).is_dir():
             raise ValueError(f"data.root={root} is a file; it must be a folder of audio files")
         self.source, self.root = source, root
         if clip_samples:  # an exact length in samples (the benchmark's 131072) wins
@@ -69,29 +75,36 @@ class EffectDataModule(L.LightningDataModule):
         self.num_params = num_params
         self.pool_size, self.pool_seconds = pool_size, pool_seconds
         self.level_db = tuple(level_db) if level_db is not None else None
-        if self.level_db is None and source == "pool":
-            raise ValueError("data.level_db is required for the pool source")
+        if self.level_db is None and source in ("pool", "mix"):
+            raise ValueError(f"data.level_db is required for the {source} source")
+        self.mix_fraction = float(mix_fraction)
         self.cache_dir = cache_dir
         self.split_seed, self.fractions = int(split_seed), (float(val_fraction), float(test_fraction))
         self.splits: dict[str, EffectPairs] = {}
         self._index: Optional[FolderIndex] = None
         self._train_sampler: Optional[EpochSampler] = None
 
-    def _clips(self, split: str):
+    def _clips(self, split: str, size: Optional[int] = None, source: Optional[str] = None):
+        size = self.sizes[split] if size is None else size
+        source = source or self.source
         kw = dict(sample_rate=self.sample_rate, clip_seconds=self.clip_seconds,
                   channels=self.channels)
-        if self.source == "synthetic":
-            return SyntheticClips(self.sizes[split], self.seeds[split], **kw)
-        if self.source == "pool":
+        if source == "synthetic":
+            return SyntheticClips(size, self.seeds[split], **kw)
+        if source == "mix":
+            n_folder = min(size - 1, max(1, int(round(size * self.mix_fraction))))
+            return MixedClips(self._clips(split, size - n_folder, "pool"),
+                              self._clips(split, n_folder, "folder"))
+        if source == "pool":
             n = int(round(self.sample_rate * self.clip_seconds))
             pool_n = int(round(self.sample_rate * (self.pool_seconds or self.clip_seconds)))
-            return BuiltinPool(self.sizes[split], self.seeds[split], self.sample_rate, n,
+            return BuiltinPool(size, self.seeds[split], self.sample_rate, n,
                                self.channels, pool_size=self.pool_size if split == "train" else None,
                                pool_samples=pool_n, level_db=self.level_db,
                                fixed=split != "train", cache_dir=self.cache_dir)
         if self._index is None:  # indexed once, shared by the splits
             self._index = FolderIndex(self.root, cache_dir=self.cache_dir)
-        return FolderClips(self._index, self.sizes[split], self.seeds[split], fixed=split != "train",
+        return FolderClips(self._index, size, self.seeds[split], fixed=split != "train",
                            split=split, split_seed=self.split_seed,
                            val_fraction=self.fractions[0], test_fraction=self.fractions[1],
                            level_db=self.level_db, **kw)

@@ -20,7 +20,8 @@ from torch.utils.data import Dataset, Sampler
 from .folder import AUDIO_EXTENSIONS, FolderClips, split_key
 from .synth import SynthConfig, generate_clip
 
-__all__ = ["SyntheticClips", "FolderClips", "EffectPairs", "EpochSampler", "AUDIO_EXTENSIONS"]
+__all__ = ["SyntheticClips", "FolderClips", "MixedClips", "EffectPairs", "EpochSampler",
+           "AUDIO_EXTENSIONS"]
 
 
 class SyntheticClips(Dataset):
@@ -36,6 +37,32 @@ class SyntheticClips(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.clips[i]
+
+
+class MixedClips(Dataset):
+    """Two clip sources as one split: indices ``0 .. len(first) - 1`` come from ``first``, the
+    rest from ``second`` (the training sampler shuffles them together). Epochs reach both."""
+
+    def __init__(self, first: Sequence, second: Sequence):
+        self.parts = (first, second)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.parts[0]) + len(self.parts[1])
+
+    def __getitem__(self, key) -> torch.Tensor:
+        epoch, i = split_key(key, self.epoch)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        part = self.parts[0] if i < len(self.parts[0]) else self.parts[1]
+        j = i if part is self.parts[0] else i - len(self.parts[0])
+        return part[(epoch, j)] if hasattr(part, "set_epoch") else part[j]
 
 
 class EffectPairs(Dataset):

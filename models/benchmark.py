@@ -295,12 +295,20 @@ class BenchCase:
     def __post_init__(self):
         if self.mode not in ("dry_wet", "wet"):
             raise ValueError(f"mode must be 'dry_wet' or 'wet', got {self.mode!r}")
-        self.name = self.name or type(self.processor).__name__
+        # a third-party plugin target is named by its package: "pedalboard.Compressor"
+        plugin = getattr(self.processor, "plugin", None)
+        self.name = self.name or (f"pedalboard.{plugin}" if plugin else
+                                  type(self.processor).__name__)
 
 
 def _batched(fn, n: int, batch: int):
     outs = [fn(slice(a, min(n, a + batch))) for a in range(0, n, batch)]
     return torch.cat(outs)
+
+
+def _batched_pair(fn, n: int, batch: int):
+    outs = [fn(slice(a, min(n, a + batch))) for a in range(0, n, batch)]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
 def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
@@ -316,7 +324,10 @@ def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
     names = list(proc.param_names)
     true = settings_for(case.name, P, n, seed)
     with torch.no_grad():
-        wet, gain = proc(dry, norm_params=true, return_gain=True, validate=False)
+        if hasattr(proc, "render_target"):  # a plugin: its real output (the gain: imitation's)
+            wet, gain = _batched_pair(lambda s: proc.render_target(dry[s], true[s]), n, batch)
+        else:
+            wet, gain = proc(dry, norm_params=true, return_gain=True, validate=False)
     t0 = time.perf_counter()
     ident = identifiable(proc, dry, true).numpy()
     is_active = active(gain, dry).numpy()

@@ -49,8 +49,9 @@ class EffectEstimator(L.LightningModule):
     + w_gain * L1(gain curves, dB)``; every term is logged under ``train/`` and ``val/``.
     Only terms with a non-zero weight are computed (the MR-STFT term is the costly one on a CPU).
 
-    ``gain_from_epoch`` > 0 leaves the gain term out of training before that epoch (validation
-    always includes it, so ``val/loss`` stays comparable across epochs).
+    ``gain_from_epoch`` > 0 leaves the gain term out of training before that epoch, and
+    ``stft_from_epoch`` the MR-STFT term (validation always includes both, so ``val/loss`` stays
+    comparable across epochs).
 
     With ``w_unident < 1`` the parameter term weights each setting of each example by whether the
     audio determines it (the benchmark's identifiability test, one direction: one extra render
@@ -73,9 +74,11 @@ class EffectEstimator(L.LightningModule):
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
-                 max_nonfinite_steps: int = 5, gain_from_epoch: int = 0):
+                 max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
+                 stft_from_epoch: int = 0):
         super().__init__()
         self.gain_from_epoch = int(gain_from_epoch)
+        self.stft_from_epoch = int(stft_from_epoch)
         if int(max_nonfinite_steps) < 1:
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = int(max_nonfinite_steps)
@@ -152,6 +155,8 @@ class EffectEstimator(L.LightningModule):
         weights = dict(self.weights)
         if stage == "train" and self.current_epoch < self.gain_from_epoch:
             weights["gain"] = 0.0  # the cheap parameter term alone for the first epochs
+        if stage == "train" and self.current_epoch < self.stft_from_epoch:
+            weights["stft"] = 0.0
         need_audio = all_terms or weights["stft"] or weights["gain"]
         y = gain_pred = None
         if need_audio:

@@ -323,7 +323,9 @@ class FrameEncoder(nn.Module):
     ``dry_wet`` mode the measured gain-versus-level profile (in ``wet`` mode with
     ``wet_profile=True`` the level-motion profile, :func:`level_motion_profile`), feed an MLP
     head. ``bands`` > 0 adds per-band traces and profiles (:func:`band_levels_db`) for the
-    multi-band processors.
+    multi-band processors; ``band_split`` (their band count) adds a second stage that splits
+    the audio at the first stage's crossovers and estimates each band's settings from that
+    band's own traces and profile (the crossovers stay the first stage's).
 
     Shape:
         wet, dry: (B, C, T); output: (B, num_outputs) in [0, 1].
@@ -333,7 +335,7 @@ class FrameEncoder(nn.Module):
                  hop_ms: float = 2.9, widths: tuple = (48,),
                  dilations: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256), heads: int = 4,
                  hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0,
-                 wet_profile: bool = False):
+                 wet_profile: bool = False, band_split: int = 0):
         super().__init__()
         if input_mode not in INPUT_MODES:
             raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
@@ -375,6 +377,50 @@ class FrameEncoder(nn.Module):
         if self.wet_profile:
             extra += MOTION_PROFILE_SIZE
         self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
+        self.band_split = int(band_split)
+        if self.band_split:
+            self._init_band_stage(num_outputs, sample_rate, hidden)
+
+    def _init_band_stage(self, num_outputs: int, sample_rate: int, hidden: int) -> None:
+        """The multi-band processors' second stage: the crossovers from the first stage split
+        the audio into the processor's bands, and one head (shared by the bands, told which band
+        by a one-hot code) reads each band's traces and profile for its settings."""
+        nb = self.band_split
+        if nb < 2 or (num_outputs - (nb - 1)) % nb:
+            raise ValueError(f"band_split={nb} does not fit {num_outputs} outputs (bands x "
+                             f"settings per band + {nb - 1} crossovers)")
+        from dynfx.crossover import crossover_ranges
+
+        self.per_band = (num_outputs - (nb - 1)) // nb
+        ranges = torch.tensor(crossover_ranges(nb, sample_rate), dtype=torch.float64)
+        self.register_buffer("xover_ranges", ranges, persistent=False)
+        self.sample_rate = sample_rate
+        k = (4 if self.input_mode == "dry_wet" else 1) + 2 * self.sub_blocks
+        profile = PROFILE_SIZE if self.input_mode == "dry_wet" else MOTION_PROFILE_SIZE
+        self.band_head = _head(3 * k + profile + nb, hidden, self.per_band)
+
+    def _band_stage(self, out: Tensor, wet: Tensor, dry: Tensor | None) -> Tensor:
+        from dynfx.crossover import split_bands
+
+        nb, k = self.band_split, self.per_band
+        u = out[:, nb * k:].detach().double()  # normalised crossovers, log-scaled in their ranges
+        lo, hi = self.xover_ranges[:, 0], self.xover_ranges[:, 1]
+        freqs = lo * (hi / lo) ** u  # (B, nb - 1) Hz
+        cols = [freqs[:, i].to(wet.dtype) for i in range(nb - 1)]
+        with torch.no_grad():
+            wet_bands = split_bands(wet, cols, self.sample_rate)
+            dry_bands = split_bands(dry, cols, self.sample_rate) if dry is not None else None
+        settings = []
+        for b in range(nb):
+            f = frame_features(wet_bands[b], None if dry is None else dry_bands[b], self.hop,
+                               self.sub_blocks)
+            prof = (gain_level_profile(f[:, 0] * 20.0, f[:, 1] * 20.0) if dry is not None
+                    else level_motion_profile(f[:, 0] * 20.0))
+            code = torch.zeros(f.shape[0], nb, dtype=f.dtype, device=f.device)
+            code[:, b] = 1.0
+            stats = torch.cat([f.mean(-1), f.std(-1), f.amax(-1)], dim=1)
+            settings.append(self.band_head(torch.cat([stats, prof, code], dim=1)))
+        return torch.cat([*settings, out[:, nb * k:]], dim=1)
 
     @property
     def min_samples(self) -> int:
@@ -398,7 +444,10 @@ class FrameEncoder(nn.Module):
             feats, band_profile = self._band_traces(feats, wet, dry)
             if band_profile is not None:
                 profiles.append(band_profile)
-        return self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
+        out = self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
+        if self.band_split:
+            out = self._band_stage(out, wet, dry)
+        return out
 
     def _band_traces(self, feats: Tensor, wet: Tensor, dry: Tensor | None):
         """``feats`` joined by the band levels (wet; dry_wet: dry, wet and the band gain) held

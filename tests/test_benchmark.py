@@ -211,6 +211,27 @@ def test_frame_encoder_band_traces(mode):
 
 
 @pytest.mark.parametrize("mode", ["dry_wet", "wet"])
+def test_frame_encoder_band_split_stage(mode):
+    """The second stage replaces the band settings and keeps the first stage's crossovers."""
+    torch.manual_seed(0)
+    enc = FrameEncoder(20, 44100, input_mode=mode, stem_stride=2, widths=(16,),
+                       dilations=(1, 2), band_split=3)
+    x = torch.randn(2, 1, 16384) * 0.1
+    dry = x if mode == "dry_wet" else None
+    out = enc(x * 0.5, dry)
+    assert out.shape == (2, 20) and float(out.min()) >= 0 and float(out.max()) <= 1
+    enc.band_split = 0  # the first stage alone
+    first = enc(x * 0.5, dry)
+    enc.band_split = 3
+    assert torch.equal(out[:, 18:], first[:, 18:])  # crossovers: the first stage's
+    assert not torch.allclose(out[:, :18], first[:, :18])
+    out.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    with pytest.raises(ValueError, match="band_split"):
+        FrameEncoder(20, 44100, band_split=4)
+
+
+@pytest.mark.parametrize("mode", ["dry_wet", "wet"])
 def test_frame_encoder_shapes_modes_and_errors(mode):
     enc = FrameEncoder(6, 44100, input_mode=mode, stem_stride=2)
     x = torch.randn(2, 1, 16384) * 0.1

@@ -252,7 +252,7 @@ class FolderClips(Dataset):
         self.size, self.seed, self.fixed = int(size), int(seed), bool(fixed)
         self.sample_rate, self.channels = int(sample_rate), int(channels)
         self.num_samples = int(num_samples or round(sample_rate * clip_seconds))
-        self.silence = 10 ** (silence_db / 20)
+        self.silence_db = float(silence_db)
         self.level_db = tuple(level_db) if level_db is not None else None
         self.peak_db = float(peak_db)
         # plain lists: cheap to send to DataLoader workers
@@ -307,15 +307,14 @@ class FolderClips(Dataset):
         epoch, i = split_key(key, self.epoch)
         seed = [self.seed, i] if self.fixed else [self.seed, epoch, i]
         rng = np.random.default_rng([*seed, 23])
-        crop = None
-        for _ in range(8):  # silent crops are redrawn (bounded)
-            k = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.paths) - 1)
-            crop = self._read(k, rng)
-            if float(crop.square().mean().sqrt()) > self.silence:
-                break
-        if self.level_db is not None:
-            from .pool import apply_level
+        from .pool import apply_level, first_audible
 
+        def draw():
+            k = min(int(np.searchsorted(self.cum, rng.random(), side="right")), len(self.paths) - 1)
+            return self._read(k, rng)
+
+        crop = first_audible(draw, self.silence_db)  # silent crops are redrawn (bounded)
+        if self.level_db is not None:
             crop = torch.from_numpy(apply_level(crop.numpy(), rng, self.level_db, self.peak_db))
         return crop
 

@@ -22,10 +22,22 @@ from torch.utils.data import Dataset
 from .folder import split_key
 from .synth import SynthConfig, generate_clip
 
-__all__ = ["apply_level", "BuiltinPool", "GENERATOR_VERSION", "SILENCE_DB"]
+__all__ = ["apply_level", "BuiltinPool", "GENERATOR_VERSION", "SILENCE_DB", "first_audible"]
 
 GENERATOR_VERSION = 1  # bump when generate_clip changes what it makes (invalidates caches)
 SILENCE_DB = -60.0  # clips quieter than this (RMS) are redrawn
+REDRAWS = 8  # at most this many draws of a crop
+
+
+def first_audible(draw, silence_db: float = SILENCE_DB, tries: int = REDRAWS):
+    """Call ``draw()`` until its crop (array or tensor) has an RMS level above ``silence_db``
+    dBFS, at most ``tries`` times; the last crop when none is."""
+    for _ in range(max(1, int(tries))):
+        crop = draw()
+        power = np.mean(np.square(np.asarray(crop, dtype=np.float64)))
+        if 10 * np.log10(power + 1e-20) > silence_db:
+            break
+    return crop
 
 
 def apply_level(audio: np.ndarray, rng: np.random.Generator, level_db=(-30.0, -10.0),
@@ -142,15 +154,13 @@ class BuiltinPool(Dataset):
         epoch, i = split_key(key, self.epoch)
         key = (self.seed, i) if self.fixed else (self.seed, epoch, i)
         rng = np.random.default_rng([*key, 17])
-        crop = None
-        for _ in range(8):  # silent crops are redrawn (bounded)
+
+        def draw():
             idx = i if self.fixed else int(rng.integers(len(self.pool)))
             clip = self.pool[idx]
             start = int(rng.integers(0, clip.shape[-1] - self.num_samples + 1))
-            crop = np.asarray(clip[:, start : start + self.num_samples])
-            rms_db = 10 * np.log10(np.mean(np.square(crop, dtype=np.float64)) + 1e-20)
-            if rms_db > SILENCE_DB:
-                break
-            if self.fixed:
-                break
+            return np.asarray(clip[:, start : start + self.num_samples])
+
+        # silent crops are redrawn (bounded); fixed splits keep their one crop
+        crop = first_audible(draw, SILENCE_DB, 1 if self.fixed else REDRAWS)
         return torch.from_numpy(apply_level(crop, rng, self.level_db, self.peak_db))

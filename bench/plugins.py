@@ -81,8 +81,11 @@ def _f(v, digits=3):
 def tables(records: list[dict]) -> str:
     from models.plugins import PLUGINS
 
-    lines = ["Imitation (builtin clips, N = {n}; MR-STFT: auraloss defaults; envelope: mean |frame "
-             "level difference| in dB):".format(n=int(_get(records, "pedalboard.Compressor",
+    lines = ["Imitation of each plugin by dynfx (builtin clips at random plugin settings, N = {n}; "
+             "medians over the clips; `mapped`: dynfx at the plugin's own settings through the "
+             "mapping; `direct fit`: the imitation's settings fitted to the plugin's output from "
+             "the middle of every range, the benchmark's `direct`; MR-STFT: auraloss defaults; "
+             "envelope: mean |frame level difference| in dB):".format(n=int(_get(records, "pedalboard.Compressor",
                                                             "dry_wet", "mapped", "n") or 0) or
                                                  "see results.json"),
              "",

@@ -24,7 +24,11 @@ from models.metrics import gain_mae_db, param_errors, si_sdr
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = str(ROOT / "conf")
-PROCESSORS = sorted(p.stem for p in (ROOT / "conf" / "processor").glob("*.yaml"))
+# the nine dynfx processors; conf/processor/plugin_*.yaml are the third-party plugin targets
+# (models/plugins.py, tests/test_plugins.py)
+PROCESSORS = sorted(p.stem for p in (ROOT / "conf" / "processor").glob("*.yaml")
+                    if not p.stem.startswith("plugin_"))
+PLUGIN_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "processor").glob("plugin_*.yaml"))
 
 
 def _compose(overrides, name="train"):
@@ -39,6 +43,14 @@ def _fdr_overrides(tmp_path, *extra):
 
 def test_all_nine_processors_have_configs():
     assert len(PROCESSORS) == 9
+
+
+@pytest.mark.parametrize("name", PLUGIN_CONFIGS)
+def test_plugin_target_configs_instantiate(name):
+    from models.plugins import PluginProcessor
+
+    p = instantiate(_compose([f"processor={name}", "run_dir=."]).processor)
+    assert isinstance(p, PluginProcessor) and p.count_num_parameters() >= 2
 
 
 @pytest.mark.parametrize("proc", PROCESSORS)

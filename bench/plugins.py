@@ -18,7 +18,6 @@ Records go to ``bench/plugins/results.json`` (same format as bench/estimation), 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -26,17 +25,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/estimation.py: the checkpoint loader
 
 OUT = ROOT / "bench" / "plugins"
 START, END = "<!-- plugins:start -->", "<!-- plugins:end -->"
-
-
-def _estimation_cli():
-    spec = importlib.util.spec_from_file_location("bench_estimation",
-                                                  ROOT / "bench" / "estimation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def mapped_records(proc, dry, pm, set_name: str, seed: int) -> list[dict]:
@@ -65,27 +57,25 @@ def mapped_records(proc, dry, pm, set_name: str, seed: int) -> list[dict]:
     return out
 
 
-def _get(records, proc, mode, est, metric, subset="all", stat="median"):
-    for r in records:
-        if (r["processor"], r["mode"], r["estimator"], r["metric"], r["subset"], r["stat"]) == (
-                proc, mode, est, metric, subset, stat):
-            return r["value"]
-    return None
-
-
 def _f(v, digits=3):
     return "-" if v is None else f"{v:.{digits}f}" if abs(v) >= 10 ** -digits or v == 0 \
         else f"{v:.1e}"
 
 
 def tables(records: list[dict]) -> str:
+    from models.benchmark import _lookup
     from models.plugins import PLUGINS
+
+    values = _lookup(records)
+
+    def _get(proc, mode, est, metric, subset="all", stat="median"):
+        return values.get(("builtin", proc, mode, est, metric, subset, stat))
 
     lines = ["Imitation of each plugin by dynfx (builtin clips at random plugin settings, N = {n}; "
              "medians over the clips; `mapped`: dynfx at the plugin's own settings through the "
              "mapping; `direct fit`: the imitation's settings fitted to the plugin's output from "
              "the middle of every range, the benchmark's `direct`; MR-STFT: auraloss defaults; "
-             "envelope: mean |frame level difference| in dB):".format(n=int(_get(records, "pedalboard.Compressor",
+             "envelope: mean |frame level difference| in dB):".format(n=int(_get("pedalboard.Compressor",
                                                             "dry_wet", "mapped", "n") or 0) or
                                                  "see results.json"),
              "",
@@ -95,16 +85,16 @@ def tables(records: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     for plugin in PLUGINS:
         p = f"pedalboard.{plugin}"
-        if _get(records, p, "dry_wet", "mapped", "mrstft") is None:
+        if _get(p, "dry_wet", "mapped", "mrstft") is None:
             continue
         lines.append(
-            f"| {plugin} | {_f(_get(records, p, 'dry_wet', 'mapped', 'max_abs_diff'))} "
-            f"| {_f(_get(records, p, 'dry_wet', 'mapped', 'mrstft'))} "
-            f"| {_f(_get(records, p, 'dry_wet', 'mapped', 'env_db'))} "
-            f"| {_f(_get(records, p, 'dry_wet', 'direct', 'mrstft'))} "
-            f"({_f(_get(records, p, 'dry_wet', 'direct', 'mrstft', stat='p90'))}) "
-            f"| {_f(_get(records, p, 'dry_wet', 'direct', 'steps200/mrstft'))} "
-            f"| {_f(_get(records, p, 'dry_wet', 'noop', 'mrstft'))} |")
+            f"| {plugin} | {_f(_get(p, 'dry_wet', 'mapped', 'max_abs_diff'))} "
+            f"| {_f(_get(p, 'dry_wet', 'mapped', 'mrstft'))} "
+            f"| {_f(_get(p, 'dry_wet', 'mapped', 'env_db'))} "
+            f"| {_f(_get(p, 'dry_wet', 'direct', 'mrstft'))} "
+            f"({_f(_get(p, 'dry_wet', 'direct', 'mrstft', stat='p90'))}) "
+            f"| {_f(_get(p, 'dry_wet', 'direct', 'steps200/mrstft'))} "
+            f"| {_f(_get(p, 'dry_wet', 'noop', 'mrstft'))} |")
     rec = [r for r in records if r["estimator"] == "model"]
     groups = sorted({(r["processor"], r["mode"]) for r in rec})
     if groups:
@@ -118,11 +108,11 @@ def tables(records: list[dict]) -> str:
             plugin = proc.split(".", 1)[1]
             first = True
             for name in PLUGINS.get(plugin, {}):
-                m = _get(records, proc, mode, "model", f"norm_err/{name}", "identifiable")
-                b = _get(records, proc, mode, "mean", f"norm_err/{name}", "identifiable")
-                share = _get(records, proc, mode, "model", f"identifiable/{name}", stat="mean")
-                audio = (f"{_f(_get(records, proc, mode, 'model', 'mrstft'))} / "
-                         f"{_f(_get(records, proc, mode, 'mean', 'mrstft'))}") if first else ""
+                m = _get(proc, mode, "model", f"norm_err/{name}", "identifiable")
+                b = _get(proc, mode, "mean", f"norm_err/{name}", "identifiable")
+                share = _get(proc, mode, "model", f"identifiable/{name}", stat="mean")
+                audio = (f"{_f(_get(proc, mode, 'model', 'mrstft'))} / "
+                         f"{_f(_get(proc, mode, 'mean', 'mrstft'))}") if first else ""
                 lines.append(f"| {plugin if first else ''} | {mode if first else ''} | {name} | "
                              f"{_f(m)} ({_f(b)}) | {'-' if share is None else f'{share:.0%}'} "
                              f"| {audio} |")
@@ -181,7 +171,7 @@ def main(argv=None) -> int:
             new += recs
             print(f"{plugin}: {time.perf_counter() - t0:.0f} s")
     if args.ckpt:
-        cli = _estimation_cli()
+        import estimation as cli
         for ck in args.ckpt:
             case = cli._model_case(ck, pm, print)
             if not hasattr(case.processor, "render_plugin"):

@@ -246,10 +246,9 @@ def _trim(x: np.ndarray, floor_db: float = -50.0) -> np.ndarray:
     return x[loud[0]: loud[-1] + 1] if loud.size else x[:0]
 
 
-def _read(path: Path) -> np.ndarray:
-    """(frames, 2) float at 44.1 kHz (mono doubled; other rates resampled)."""
-    import soundfile as sf
-    x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+def _stereo_44k(x: np.ndarray, rate: int) -> np.ndarray:
+    """(frames, channels) audio as (frames, 2) at 44.1 kHz (mono doubled, other rates
+    resampled)."""
     if x.shape[1] == 1:
         x = np.repeat(x, 2, axis=1)
     x = x[:, :2]
@@ -258,6 +257,13 @@ def _read(path: Path) -> np.ndarray:
         import torchaudio
         x = torchaudio.functional.resample(torch.from_numpy(x.T.copy()), rate, RATE).numpy().T
     return x
+
+
+def _read(path: Path, start: int = 0, frames: int = -1) -> np.ndarray:
+    """(frames, 2) float at 44.1 kHz of a file (or of ``frames`` from ``start``)."""
+    import soundfile as sf
+    x, rate = sf.read(str(path), start=start, frames=frames, dtype="float32", always_2d=True)
+    return _stereo_44k(x, rate)
 
 
 def missing_packages() -> list[str]:
@@ -345,17 +351,9 @@ def build_soundtrack(out: Path, excerpts_per_track: int, seed: int, manifest: li
         starts = sorted(rng.choice(info.frames - length, size=excerpts_per_track,
                                    replace=False).tolist())
         for k, start in enumerate(starts):
-            x, rate = sf.read(str(track), start=int(start), frames=length, dtype="float32",
-                              always_2d=True)
-            if x.shape[1] == 1:
-                x = np.repeat(x, 2, axis=1)
-            if rate != RATE:
-                import torch
-                import torchaudio
-                x = torchaudio.functional.resample(torch.from_numpy(x[:, :2].T.copy()), rate,
-                                                   RATE).numpy().T
+            x = _read(track, int(start), length)
             name = f"{split}/soundtrack/{track.stem}_{k}.flac"
-            _write(out / name, x[:, :2])
+            _write(out / name, x)
             manifest.append({"file": name, "source": "soundtrack", "split": split,
                              "track": track.name, "start_s": round(start / info.samplerate, 2),
                              "seconds": 12.0})

@@ -302,13 +302,11 @@ class BenchCase:
 
 
 def _batched(fn, n: int, batch: int):
+    """``fn`` over slices of ``range(n)``, joined; ``fn`` may return a tensor or a tuple."""
     outs = [fn(slice(a, min(n, a + batch))) for a in range(0, n, batch)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*outs))
     return torch.cat(outs)
-
-
-def _batched_pair(fn, n: int, batch: int):
-    outs = [fn(slice(a, min(n, a + batch))) for a in range(0, n, batch)]
-    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
 
 def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
@@ -325,7 +323,7 @@ def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
     true = settings_for(case.name, P, n, seed)
     with torch.no_grad():
         if hasattr(proc, "render_target"):  # a plugin: its real output (the gain: imitation's)
-            wet, gain = _batched_pair(lambda s: proc.render_target(dry[s], true[s]), n, batch)
+            wet, gain = _batched(lambda s: proc.render_target(dry[s], true[s]), n, batch)
         else:
             wet, gain = proc(dry, norm_params=true, return_gain=True, validate=False)
     t0 = time.perf_counter()

@@ -36,23 +36,34 @@ def level_envelope_db(x: Tensor, hop: int) -> Tensor:
 PROFILE_SMOOTHING_FRAMES = (1, 5, 17, 65)  # dry-level smoothing for the profiles (~3-200 ms)
 
 
+def _smoothed_level_db(level_db: Tensor, frames: int) -> Tensor:
+    """A (B, F) level trace in dB averaged in power over ``frames`` frames (centred)."""
+    power = torch.pow(10.0, level_db / 10.0)[:, None]
+    if frames > 1:
+        power = nn.functional.avg_pool1d(power, frames, stride=1, padding=frames // 2,
+                                         count_include_pad=False)
+    return 10.0 * torch.log10(power[:, 0, : level_db.shape[1]] + 1e-10)
+
+
+def _level_bins(level: Tensor) -> Tensor:
+    """Soft (Gaussian) membership of each frame's level in the bins of :data:`LEVEL_BINS_DB`:
+    (B, F) -> (B, F, K)."""
+    lo, hi, k = LEVEL_BINS_DB
+    centres = torch.linspace(lo, hi, k, device=level.device, dtype=level.dtype)
+    width = (hi - lo) / (k - 1)
+    return torch.exp(-0.5 * ((level[:, :, None] - centres) / width) ** 2)
+
+
 def gain_level_profile(dry_db: Tensor, wet_db: Tensor,
                        smoothing: tuple = PROFILE_SMOOTHING_FRAMES) -> Tensor:
     """Measured static curves: the mean gain (wet - dry, dB, per frame) in soft bins of the dry
     level, and the bins' occupancy, for the dry level smoothed over each count of ``smoothing``
     frames (by default 1, 5, 17 and 65: the detector of a compressor with slow attack/release
     sees a smoothed level): (B, 2 K len(smoothing))."""
-    lo, hi, k = LEVEL_BINS_DB
-    centres = torch.linspace(lo, hi, k, device=dry_db.device, dtype=dry_db.dtype)
-    width = (hi - lo) / (k - 1)
     gain_db = wet_db - dry_db
-    power = torch.pow(10.0, dry_db / 10.0)[:, None]
     feats = []
     for frames in smoothing:
-        smooth = power if frames == 1 else nn.functional.avg_pool1d(
-            power, frames, stride=1, padding=frames // 2, count_include_pad=False)
-        level = 10.0 * torch.log10(smooth[:, 0, : dry_db.shape[1]] + 1e-10)
-        w = torch.exp(-0.5 * ((level[:, :, None] - centres) / width) ** 2)  # (B, F, K)
+        w = _level_bins(_smoothed_level_db(dry_db, frames))  # (B, F, K)
         occupancy = w.sum(dim=1)
         gain = (gain_db[:, :, None] * w).sum(dim=1) / (occupancy + 1e-3)
         feats += [gain / 20.0, torch.log1p(occupancy) / 5.0]
@@ -67,17 +78,11 @@ def level_motion_profile(level_db: Tensor) -> Tensor:
     and 65 frames, in soft bins of that level, the bins' occupancy and the mean rise and mean
     fall of the level over the next smoothing span. A compressor or expander changes how fast
     the level moves above or below its threshold (by its ratio), and this shows where: (B, 3K4)."""
-    lo, hi, k = LEVEL_BINS_DB
-    centres = torch.linspace(lo, hi, k, device=level_db.device, dtype=level_db.dtype)
-    width = (hi - lo) / (k - 1)
-    power = torch.pow(10.0, level_db / 10.0)[:, None]
     feats = []
     for frames in PROFILE_SMOOTHING_FRAMES:
-        smooth = power if frames == 1 else nn.functional.avg_pool1d(
-            power, frames, stride=1, padding=frames // 2, count_include_pad=False)
-        level = 10.0 * torch.log10(smooth[:, 0, : level_db.shape[1]] + 1e-10).clamp_min(DB_FLOOR)
+        level = _smoothed_level_db(level_db, frames).clamp_min(DB_FLOOR)
         step = level[:, frames:] - level[:, :-frames]  # (B, F - s)
-        w = torch.exp(-0.5 * ((level[:, :-frames, None] - centres) / width) ** 2)
+        w = _level_bins(level[:, :-frames])
         occupancy = w.sum(dim=1) + 1e-3
         rise = (step.clamp_min(0.0)[:, :, None] * w).sum(dim=1) / occupancy
         fall = (step.clamp_max(0.0)[:, :, None] * w).sum(dim=1) / occupancy

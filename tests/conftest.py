@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,15 @@ import torch
 import dynfx
 
 FS = 44100
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(relpath: str, name: str):
+    """A script of the repository (bench/, data/: not packages) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 SINGLE = (dynfx.Compressor, dynfx.Limiter, dynfx.Expander, dynfx.NoiseGate)
 MULTI = (

@@ -3,7 +3,6 @@ checked against direct formulas and on tiny sets (the full N = 256 run is not a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,8 @@ from models.data.pool import BuiltinPool, apply_level, generate_pool
 from models.encoders import (FrameEncoder, band_levels_db, band_matrix, frame_features,
                              level_motion_profile)
 from models.refine import refine_settings
+
+from .conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,14 +267,6 @@ def test_pool_examples_are_seeded_by_epoch_and_cached(tmp_path):
                                   generate_pool(2, 9, 8000, 100, 1, workers=2))
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("bench_estimation",
-                                                  ROOT / "bench" / "estimation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_tiny_benchmark_run_writes_every_output(tmp_path):
     comp = dynfx.Compressor(44100)
     dry = bm.builtin_set(3, num_samples=16384, progress=False)
@@ -301,7 +294,7 @@ def test_tiny_benchmark_run_writes_every_output(tmp_path):
 
 
 def test_cli_runs_the_baselines_of_a_wet_case(tmp_path, capsys):
-    cli = _load_cli()
+    cli = load_script("bench/estimation.py", "bench_estimation")
     assert cli.main(["--baseline", "noise_gate:wet", "--n", "2", "--out", str(tmp_path),
                      "--step-counts", ""]) == 0
     data = json.loads((tmp_path / "results.json").read_text())

@@ -4,22 +4,15 @@ Debian packages and is not a test (data/README.md)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("build_realistic",
-                                                  ROOT / "data" / "build_realistic.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("data/build_realistic.py", "build_realistic")
 
 
 def test_vlq_matches_the_smf_examples(recipe):

@@ -322,7 +322,7 @@ def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
     names = list(proc.param_names)
     true = settings_for(case.name, P, n, seed)
     with torch.no_grad():
-        if hasattr(proc, "render_target"):  # a plugin: its real output (the gain: imitation's)
+        if hasattr(proc, "render_target"):  # a plugin: its real output and measured gain
             wet, gain = _batched(lambda s: proc.render_target(dry[s], true[s]), n, batch)
         else:
             wet, gain = proc(dry, norm_params=true, return_gain=True, validate=False)

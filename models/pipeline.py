@@ -90,6 +90,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                      default_root_dir=str(run_dir),
                                      plugins=[atomic_checkpoint_io()])
     ckpt = _resolve_ckpt(cfg.get("ckpt_path"), run_dir)
+    if cfg.get("init_from"):
+        if ckpt:
+            raise ValueError("init_from (start from a checkpoint's weights) and ckpt_path "
+                             "(resume a run) exclude each other; pass one")
+        init_weights(module, cfg.init_from)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
     if trainer.fast_dev_run or not best or not Path(best).exists():
@@ -107,6 +112,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     print(table)
     print(f"\nrun folder: {run_dir}")
     return results
+
+
+def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
+    """Fine-tuning: load the network weights of another run's checkpoint into ``module``
+    before training (fresh optimizer, schedule and epoch count, unlike a resume). The
+    checkpoint must hold the same processor and encoder; its training time and examples are
+    carried over, so the new checkpoints count the whole training."""
+    state = load_state(ckpt_path)
+    check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"init_from={ckpt_path}: its weights do not fit this run's "
+                              f"processor/encoder ({first})") from None
+    info = state.get(TRAIN_INFO_KEY) or {}
+    module.train_seconds = float(info.get("train_seconds", 0.0))
+    module.train_examples = int(info.get("train_examples", 0))
+    log.info("initialised from %s (%.1f min of training)", ckpt_path, module.train_seconds / 60)
 
 
 def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:

@@ -50,7 +50,7 @@ from dynfx import functional as F
 from dynfx.params import EffectParam
 from dynfx.processors.base import DynamicsProcessor
 
-__all__ = ["PLUGINS", "PluginProcessor", "pedalboard_available"]
+__all__ = ["PLUGINS", "PluginProcessor", "measured_gain_db", "pedalboard_available"]
 
 TWO_PI = 2.0 * math.pi
 
@@ -73,6 +73,19 @@ GATE_RMS_RELEASE_MS = 50.0
 GATE_INSTANT_MS = 1e-6  # the power follower's attack: instant (weight 1 for a new sample)
 
 
+def measured_gain_db(wet: Tensor, dry: Tensor, fill: Tensor) -> Tensor:
+    """The gain a processor applied, read off its output sample by sample: (B, T) in dB,
+    ``20 log10 |wet| / |dry|`` on the channel with the louder dry sample (the plugins' gain is
+    linked across channels and multiplies each sample, so this is exact up to float rounding,
+    clipping included). Where the dry signal is below -80 dBFS the gain is not observable and
+    ``fill`` (B, T) is used (the imitation's gain there)."""
+    from .refine import VALID_AMPLITUDE, sample_gain_db
+
+    lead = dry.abs().argmax(dim=1, keepdim=True)
+    d, w = dry.gather(1, lead)[:, 0], wet.gather(1, lead)[:, 0]
+    return torch.where(d.abs() > VALID_AMPLITUDE, sample_gain_db(w, d), fill)
+
+
 def pedalboard_available() -> bool:
     try:
         import pedalboard  # noqa: F401
@@ -87,7 +100,8 @@ class PluginProcessor(DynamicsProcessor):
     differentiable imitation; :meth:`render_plugin` renders the plugin itself.
 
     Shape:
-        x: (B, C, T); output: (B, C, T) (and the gain in dB, (B, T), with ``return_gain``).
+        x: (B, C, T); output: (B, C, T) (and the gain in dB, (B, T), with ``return_gain``:
+        every stage's, the Limiter's output gain and clip included).
     """
 
     def __init__(self, plugin: str = "Compressor", sample_rate: float = 44100) -> None:
@@ -154,8 +168,12 @@ class PluginProcessor(DynamicsProcessor):
         for proc, dsp in zip(self.stages, stages):
             y, g = proc(y, dsp_params=dsp, return_gain=True, validate=False)
             gain = gain + g
-        if self.plugin == "Limiter":
-            y = (y * torch.pow(10.0, makeup_db / 20.0)[:, None, None]).clamp(-1.0, 1.0)
+        if self.plugin == "Limiter":  # the output gain, then the clip (in the gain: on the
+            # louder channel, where the plugin's linked gain is read)
+            y = y * torch.pow(10.0, makeup_db / 20.0)[:, None, None]
+            peak = y.abs().amax(dim=1).clamp_min(1.0)
+            gain = gain + makeup_db[:, None] - 20.0 * torch.log10(peak)
+            y = y.clamp(-1.0, 1.0)
         return y, gain
 
     # -- the plugin itself ---------------------------------------------------------------------
@@ -180,7 +198,9 @@ class PluginProcessor(DynamicsProcessor):
 
     @torch.no_grad()
     def render_target(self, dry: Tensor, norm_params: Tensor) -> tuple[Tensor, Tensor]:
-        """The training target: the plugin's output, and the imitation's gain at the same
-        settings (the gain-curve term's reference; the audio terms use the plugin's output)."""
-        _, gain = self(dry, norm_params=norm_params, return_gain=True, validate=False)
-        return self.render_plugin(dry, norm_params), gain
+        """The training target: the plugin's output and the gain measured on it (so that the
+        gain-curve term, like the audio terms, compares against the plugin itself, not the
+        imitation): see :func:`measured_gain_db`."""
+        _, imitation = self(dry, norm_params=norm_params, return_gain=True, validate=False)
+        wet = self.render_plugin(dry, norm_params)
+        return wet, measured_gain_db(wet, dry, imitation)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from models.plugins import PLUGINS, PluginProcessor, pedalboard_available
+from models.plugins import PLUGINS, PluginProcessor, measured_gain_db, pedalboard_available
 
 pytestmark = pytest.mark.skipif(not pedalboard_available(), reason="pedalboard not installed")
 
@@ -49,6 +49,28 @@ def test_identical_stereo_channels_match_and_differing_ones_are_linked():
     y, wet = proc(x, norm_params=norm), proc.render_plugin(x, norm)
     assert float((y[:, 0] - wet[:, 0]).abs().max()) < 2e-4  # the louder channel leads
     assert float((y[:, 1] - wet[:, 1]).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("plugin", list(PLUGINS))
+def test_training_gain_is_measured_on_the_plugin_output(plugin):
+    """The gain-curve target is read off the plugin's output: it equals the gain that turns
+    dry into the plugin's wet, and the imitation's gain (independently computed) within
+    float rounding where the dry signal is audible; silent samples take the fill."""
+    proc = PluginProcessor(plugin, SR)
+    x = _bursts(batch=3, channels=2)
+    x[:, 1] *= 0.5
+    x[:, :, :441] = 0.0  # 10 ms of digital silence
+    norm = torch.rand(3, proc.count_num_parameters(), generator=torch.Generator().manual_seed(4))
+    wet, gain = proc.render_target(x, norm)
+    assert torch.equal(wet, proc.render_plugin(x, norm))
+    _, imitation = proc(x, norm_params=norm, return_gain=True)
+    audible = x[:, 0].abs() > 1e-3
+    rebuilt = x[:, 0] * 10 ** (gain / 20)
+    assert float((rebuilt - wet[:, 0])[audible].abs().max()) < 1e-5
+    assert float((gain - imitation).clamp(-100, 100)[audible].abs().median()) < 1e-3
+    assert torch.equal(gain[:, :441], imitation[:, :441])
+    fill = torch.full_like(gain, 7.0)
+    assert torch.equal(measured_gain_db(wet, x, fill)[:, :441], fill[:, :441])
 
 
 def test_mapping_of_times_and_the_limiter_gain():
@@ -123,3 +145,23 @@ def test_a_module_trains_on_plugin_targets():
         loss.backward()
         opt.step()
     assert torch.isfinite(loss)
+
+
+def test_plugin_bench_runs_and_a_recovery_keeps_the_imitation_rows(tmp_path):
+    """bench/plugins.py on two clips: the imitation table; then recovery records of the same
+    plugin (as a --ckpt run adds them) must not drop its imitation rows."""
+    from .conftest import load_script
+
+    bench = load_script("bench/plugins.py", "bench_plugins")
+    assert bench.main(["--n", "2", "--plugins", "NoiseGate", "--out", str(tmp_path)]) == 0
+    records = __import__("json").loads((tmp_path / "results.json").read_text())
+    mapped = [r for r in records if r["estimator"] == "mapped" and r["metric"] == "max_abs_diff"]
+    assert mapped and all(r["value"] < 1e-3 for r in mapped)
+    table = (tmp_path / "results.md").read_text()
+    assert "| NoiseGate |" in table and "Recovery" not in table
+    recovery = [dict(r, estimator="model") for r in records if r["estimator"] == "mean"]
+    merged = bench.merge_by_estimator(records, recovery)
+    assert {r["estimator"] for r in merged} == {"mapped", "direct", "noop", "mean", "model"}
+    assert len(merged) == len(records) + len(recovery)
+    body = bench.tables(merged)
+    assert "| NoiseGate |" in body and "Recovery" in body

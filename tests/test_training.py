@@ -142,6 +142,30 @@ def test_resume_from_last_continues_the_step_count(tmp_path):
     assert first["optimizer_states"] and second["optimizer_states"]
 
 
+def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
+    from models.checkpoint import CheckpointError
+
+    _train_tiny(tmp_path / "base", "trainer.max_epochs=1")
+    base = torch.load(tmp_path / "base" / "checkpoints" / "last.ckpt", weights_only=False)
+    # lr 0: the fine-tuned weights must be exactly the base's after an epoch
+    _train_tiny(tmp_path / "tuned", "trainer.max_epochs=1", "optimizer.lr=0.0",
+                f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
+    tuned = torch.load(tmp_path / "tuned" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert tuned["epoch"] == 0 and tuned["global_step"] == base["global_step"]
+    for k, v in base["state_dict"].items():
+        assert torch.equal(tuned["state_dict"][k], v), k
+    info = "dynfx_train_info"
+    assert tuned[info]["train_examples"] == 2 * base[info]["train_examples"] > 0
+    assert tuned[info]["train_seconds"] > base[info]["train_seconds"]
+    # another processor's weights do not fit: one clear error
+    with pytest.raises(CheckpointError, match="do not fit"):
+        _train_tiny(tmp_path / "other", "trainer.max_epochs=1", "processor=noise_gate",
+                    f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
+    with pytest.raises(ValueError, match="exclude each other"):
+        _train_tiny(tmp_path / "tuned", "trainer.max_epochs=2", "ckpt_path=last",
+                    f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
+
+
 def test_multirun_two_jobs(tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", "-m", "processor=compressor,limiter", "debug=fdr",

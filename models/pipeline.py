@@ -124,9 +124,12 @@ def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines()]
+        detail = (lines[1] if len(lines) > 1 else lines[0])[:300]
+        saved = (state.get(RUN_CONFIG_KEY) or {}).get("encoder")
         raise CheckpointError(f"init_from={ckpt_path}: its weights do not fit this run's "
-                              f"processor/encoder ({first})") from None
+                              f"processor/encoder ({detail}); the checkpoint's encoder config: "
+                              f"{saved}") from None
     info = state.get(TRAIN_INFO_KEY) or {}
     module.train_seconds = float(info.get("train_seconds", 0.0))
     module.train_examples = int(info.get("train_examples", 0))

@@ -326,3 +326,34 @@ def test_target_rows_check_every_identifiable_setting_against_mean():
     assert bm.target_rows(dry)[0]["limit"] == 0.5 and not bm.target_rows(dry)[0]["met"]
     table = bm.target_table(records)
     assert "| builtin | Limiter | wet | a 0.80 | <= 0.75 | 0.500 | 1.000 | **no** |" in table
+
+
+def test_training_data_table_and_its_readme_section(tmp_path):
+    def rec(est, metric, value, set_name="builtin", mode="dry_wet", subset="identifiable"):
+        return {"set": set_name, "processor": "Compressor", "mode": mode, "estimator": est,
+                "metric": metric, "subset": subset, "stat": "median", "value": value}
+
+    base = [rec("model", "norm_err/ratio", 0.10), rec("model", "mrstft", 0.2, subset="all"),
+            rec("mean", "mrstft", 1.0, subset="all"),
+            rec("model", "norm_err/ratio", 0.30, "realistic", "wet"),
+            rec("model", "mrstft", 0.5, "realistic", "wet", "all")]
+    mix = [rec("model", "norm_err/ratio", 0.12), rec("model", "mrstft", 0.25, subset="all"),
+           rec("model+refine", "mrstft", 0.03, subset="all")]
+    table = bm.training_data_table([("A", base), ("B", mix)], "Compressor")
+    lines = table.splitlines()
+    assert lines[0] == ("| set | mode | trained on | ratio | MR-STFT model | model+refine | "
+                        "mean |")
+    assert lines[2:] == ["| builtin | dry_wet | A | 0.100 | 0.200 | - | 1.000 |",
+                         "| builtin | dry_wet | B | 0.120 | 0.250 | 0.030 | - |",
+                         "| realistic | wet | A | 0.300 | 0.500 | - | - |"]
+    cli = load_script("bench/estimation.py", "bench_estimation")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{cli.MIX_BEGIN}\nSTALE ROW\n{cli.MIX_END}\nbottom\n")
+    assert not cli.update_training_data_section(readme, base, tmp_path / "none")
+    (tmp_path / "mix").mkdir()
+    (tmp_path / "mix" / "results.json").write_text(json.dumps(mix))
+    assert cli.update_training_data_section(readme, base, tmp_path / "mix")
+    text = readme.read_text()
+    assert "STALE ROW" not in text
+    assert "| builtin | dry_wet | built-in + realistic (fine-tuned) | 0.120 |" in text
+    assert text.startswith("top\n") and text.endswith(f"{cli.MIX_END}\nbottom\n")

@@ -1,48 +1,17 @@
 """dynfx: fast, exact, differentiable dynamics processors for PyTorch."""
 
 from . import crossover, functional
-from ._ballistics import ballistics, ballistics_reference
+from ._ops import ballistics, ballistics_reference
 from .params import EffectParam
-from .processors import (
-    Compressor,
-    DynamicsProcessor,
-    Expander,
-    Limiter,
-    MultiBandCompressor,
-    MultiBandExpander,
-    MultiBandLimiter,
-    MultiBandNoiseGate,
-    NoiseGate,
-    TransientShaper,
-)
+from .processors import *  # noqa: F403 - the classes of processors.PROCESSORS
+from .processors import PROCESSORS, DynamicsProcessor
+from .processors import __all__ as _processor_names
 
 __version__ = "0.1.0"
 
-PROCESSORS = (
-    Compressor,
-    Limiter,
-    Expander,
-    NoiseGate,
-    TransientShaper,
-    MultiBandCompressor,
-    MultiBandLimiter,
-    MultiBandExpander,
-    MultiBandNoiseGate,
-)
-
 __all__ = [
     "EffectParam",
-    "DynamicsProcessor",
-    "Compressor",
-    "Limiter",
-    "Expander",
-    "NoiseGate",
-    "TransientShaper",
-    "MultiBandCompressor",
-    "MultiBandLimiter",
-    "MultiBandExpander",
-    "MultiBandNoiseGate",
-    "PROCESSORS",
+    *_processor_names,
     "ballistics",
     "ballistics_reference",
     "functional",

@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torchaudio.functional as AF
 from torch import Tensor
 
-from ._ballistics_biquad import biquad_filter
+from ._ops.biquad import biquad
 
 __all__ = [
     "F_LO",
@@ -86,23 +85,6 @@ def biquad_coeffs(kind: str, freq: Tensor, sample_rate: float) -> tuple[Tensor, 
     else:
         raise ValueError(f"kind must be one of {BIQUAD_KINDS}, got {kind!r}")
     return b, a
-
-
-def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
-    """Filter (B, C, T) audio, item b with its own coefficients ``b[b], a[b]`` (each (B, 3)).
-
-    Exact IIR recursion (no truncation), differentiable with respect to x and the coefficients.
-    The recursion runs in float64 whatever x's dtype (output in x's dtype): a float32 state
-    near z = 1 loses the allpass property of the band sum. CPU float32/float64 tensors use the
-    numba kernels of :mod:`dynfx._ballistics_biquad` (float64 state, float32 input and output
-    buffers: no extra memory pass); other devices and dtypes use torchaudio's ``lfilter`` in
-    float64.
-    """
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return biquad_filter(x, b.double(), a.double())
-    xt = x.transpose(0, 1).double()  # (C, B, T): lfilter's per-filter axis is second-to-last
-    y = AF.lfilter(xt, a.double(), b.double(), clamp=False, batching=True)
-    return y.transpose(0, 1).to(x.dtype)
 
 
 def lr4_lowpass(x: Tensor, freq: Tensor, sample_rate: float) -> Tensor:

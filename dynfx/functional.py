@@ -9,11 +9,15 @@ differentiable with respect to its tensor inputs. Crossover filters live in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as tnf
 from torch import Tensor
 
-from ._ballistics import ballistics
+from ._ops.band import band_dynamics, band_dynamics_reference
+from ._ops.ballistics import ballistics
 
 __all__ = [
     "KNEE_TYPES",
@@ -32,6 +36,10 @@ __all__ = [
     "compressor_gain",
     "expander_gain",
     "gate_gain",
+    "GainComputer",
+    "GAIN_COMPUTERS",
+    "process_band",
+    "process_band_reference",
     "transient_gain",
 ]
 
@@ -154,6 +162,16 @@ def _check_knee_type(knee_type: str) -> None:
         raise ValueError(f"knee_type must be one of {KNEE_TYPES}, got {knee_type!r}")
 
 
+def compressor_slope(ratio: Tensor) -> Tensor:
+    """Gain slope above the threshold of a compressor with ``ratio``: ``1/R - 1`` (<= 0)."""
+    return 1.0 / ratio - 1.0
+
+
+def expander_slope(ratio: Tensor) -> Tensor:
+    """Gain slope below the threshold of an expander with ``ratio``: ``R - 1`` (>= 0)."""
+    return ratio - 1.0
+
+
 def compressor_gain(
     level: Tensor, threshold_db: Tensor, ratio: Tensor, knee_db: Tensor, knee_type: str
 ) -> Tensor:
@@ -163,7 +181,7 @@ def compressor_gain(
     exponential: ``s softplus(k (L - T)) / k`` with ``k = 4 / W``. W = 0 gives the hard knee.
     """
     _check_knee_type(knee_type)
-    slope = (1.0 / ratio - 1.0)[:, None]
+    slope = compressor_slope(ratio)[:, None]
     over = level - threshold_db[:, None]
     hard = slope * torch.clamp(over, min=0.0)
     if knee_type == "hard":
@@ -173,7 +191,7 @@ def compressor_gain(
         inside = has_knee & (over.abs() < 0.5 * w)
         return torch.where(inside, slope * (over + 0.5 * w).square() / (2.0 * w), hard)
     k = 4.0 / w
-    return torch.where(has_knee, slope * F.softplus(k * over) / k, hard)
+    return torch.where(has_knee, slope * tnf.softplus(k * over) / k, hard)
 
 
 def expander_gain(
@@ -185,7 +203,7 @@ def expander_gain(
     exponential: ``-r softplus(-k (L - T)) / k`` with ``k = 4 / W``. Never a boost.
     """
     _check_knee_type(knee_type)
-    slope = (ratio - 1.0)[:, None]
+    slope = expander_slope(ratio)[:, None]
     under = level - threshold_db[:, None]
     hard = slope * torch.clamp(under, max=0.0)
     if knee_type == "hard":
@@ -195,7 +213,7 @@ def expander_gain(
         inside = has_knee & (under.abs() < 0.5 * w)
         return torch.where(inside, -slope * (under - 0.5 * w).square() / (2.0 * w), hard)
     k = 4.0 / w
-    return torch.where(has_knee, -slope * F.softplus(-k * under) / k, hard)
+    return torch.where(has_knee, -slope * tnf.softplus(-k * under) / k, hard)
 
 
 def gate_gain(
@@ -221,6 +239,64 @@ def gate_gain(
             soft = torch.sigmoid(4.0 * under / w)
         opened = torch.where(has_knee, soft, step)
     return range_db[:, None] * (1.0 - opened)
+
+
+@dataclass(frozen=True)
+class GainComputer:
+    """A gain computer of the registry: its curve ``fn(level, threshold_db, amount, knee_db,
+    knee_type)``, the parameter that sets its amount, the branch of the fused CPU kernel that
+    computes the same curve (``code``), and the kernel's amount from that parameter (the slope
+    for compressor and expander, the range itself for the gate)."""
+
+    fn: Callable[..., Tensor]
+    amount: str
+    code: int
+    kernel_amount: Callable[[Tensor], Tensor]
+
+
+GAIN_COMPUTERS: dict[str, GainComputer] = {
+    "compressor": GainComputer(compressor_gain, "ratio", 0, compressor_slope),
+    "expander": GainComputer(expander_gain, "ratio", 1, expander_slope),
+    "gate": GainComputer(gate_gain, "range_db", 2, lambda range_db: range_db),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# One band of dynamics: detector -> smoothing -> level -> gain computer -> gain (+ makeup)
+# ---------------------------------------------------------------------------------------------
+def _band_args(p: Mapping[str, Tensor], gain_computer: str, smooth_type: str,
+               sample_rate: float):
+    if gain_computer not in GAIN_COMPUTERS:
+        raise ValueError(f"gain_computer must be one of {tuple(GAIN_COMPUTERS)}, "
+                         f"got {gain_computer!r}")
+    gc = GAIN_COMPUTERS[gain_computer]
+    k_att, k_rel = smoothing_coefs(p["attack_ms"], p["release_ms"], sample_rate, smooth_type)
+    amount = p[gc.amount]
+    makeup = p["makeup_db"] if "makeup_db" in p else torch.zeros_like(amount)
+    return (p["threshold_db"], amount, p["knee_db"], k_att, k_rel, makeup, gc)
+
+
+def process_band(x: Tensor, p: Mapping[str, Tensor], gain_computer: str, knee_type: str,
+                 detector: str, smooth_type: str, sample_rate: float) -> tuple[Tensor, Tensor]:
+    """One band of dynamics: ``(y, gain_db)`` for (B, C, T) audio ``x``.
+
+    Linked detector -> ``smooth_type`` smoothing -> level in dB -> the registry's
+    ``gain_computer`` (:data:`GAIN_COMPUTERS`) with ``knee_type`` -> ``y = x 10^((g + makeup)
+    / 20)``. ``p`` holds the band's (B,) parameters in physical units: threshold_db, the gain
+    computer's amount parameter, knee_db, attack_ms, release_ms and (optional) makeup_db. The
+    op picks its backend from the device (:func:`dynfx._ops.band.band_dynamics`).
+    """
+    *args, gc = _band_args(p, gain_computer, smooth_type, sample_rate)
+    return band_dynamics(x, *args, gc, knee_type, detector)
+
+
+def process_band_reference(x: Tensor, p: Mapping[str, Tensor], gain_computer: str,
+                           knee_type: str, detector: str, smooth_type: str,
+                           sample_rate: float) -> tuple[Tensor, Tensor]:
+    """:func:`process_band` composed of separate PyTorch operations around the ballistics op
+    (the reference of the fused CPU kernel in the tests)."""
+    *args, gc = _band_args(p, gain_computer, smooth_type, sample_rate)
+    return band_dynamics_reference(x, *args, gc, knee_type, detector)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,14 +22,13 @@ def load_script(relpath: str, name: str):
     spec.loader.exec_module(mod)
     return mod
 
-SINGLE = (dynfx.Compressor, dynfx.Limiter, dynfx.Expander, dynfx.NoiseGate)
-MULTI = (
-    dynfx.MultiBandCompressor,
-    dynfx.MultiBandLimiter,
-    dynfx.MultiBandExpander,
-    dynfx.MultiBandNoiseGate,
-)
+
+# every processor class, from the package's one list: multi-band classes have a per-band table,
+# single-band dynamics a gain computer of the registry
 ALL = dynfx.PROCESSORS
+MULTI = tuple(c for c in ALL if hasattr(c, "band_table"))
+SINGLE = tuple(c for c in ALL if c not in MULTI and hasattr(c, "gain_computer"))
+UNBANDED = tuple(c for c in ALL if c not in MULTI)
 
 
 def neutral_dsp(proc) -> dict:

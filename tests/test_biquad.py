@@ -5,7 +5,7 @@ import pytest
 import scipy.signal as sps
 import torch
 
-from dynfx._ballistics_biquad import biquad_filter, biquad_reference
+from dynfx._ops.biquad import biquad_filter, biquad_reference
 from dynfx.crossover import biquad_coeffs
 
 

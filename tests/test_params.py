@@ -1,6 +1,7 @@
 """Parameter tables, normalisation, overrides and every error case of SPEC section 1."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -10,31 +11,56 @@ from dynfx import EffectParam
 
 from .conftest import ALL, MULTI, mid_dsp
 
-COUNTS = {
-    dynfx.Compressor: 6,
-    dynfx.Limiter: 6,
-    dynfx.Expander: 6,
-    dynfx.NoiseGate: 5,
-    dynfx.TransientShaper: 5,
-    dynfx.MultiBandCompressor: 20,
-    dynfx.MultiBandLimiter: 20,
-    dynfx.MultiBandExpander: 17,
-    dynfx.MultiBandNoiseGate: 17,
-}
+def _count(cls, num_bands: int = 3) -> int:
+    """The parameter count from the class's table: per band and one crossover between bands."""
+    if cls in MULTI:
+        return len(cls.band_table) * num_bands + num_bands - 1
+    return len(cls.param_table)
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
 def test_counts(cls):
     p = cls()
-    assert p.count_num_parameters() == COUNTS[cls]
-    assert len(p.param_names) == len(p.params) == COUNTS[cls]
+    assert p.count_num_parameters() == _count(cls) > 0
+    assert len(p.param_names) == len(p.params) == _count(cls)
+
+
+def test_counts_of_the_spec():
+    """SPEC section 1's counts for the nine classes it defines (a new class adds none here)."""
+    spec = {"Compressor": 6, "Limiter": 6, "Expander": 6, "NoiseGate": 5, "TransientShaper": 5,
+            "MultiBandCompressor": 20, "MultiBandLimiter": 20, "MultiBandExpander": 17,
+            "MultiBandNoiseGate": 17}
+    for name, count in spec.items():
+        assert getattr(dynfx, name)().count_num_parameters() == count, name
 
 
 @pytest.mark.parametrize("cls", MULTI, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("n", range(2, 9))
 def test_multiband_counts(cls, n):
-    per_band = 6 if cls in (dynfx.MultiBandCompressor, dynfx.MultiBandLimiter) else 5
-    assert cls(num_bands=n).count_num_parameters() == per_band * n + n - 1
+    assert cls(num_bands=n).count_num_parameters() == _count(cls, n)
+
+
+RANGE = re.compile(r"(?:band\{i\}_)?([a-z]+_?[a-z]*) \[(-?[\d.]+), (-?[\d.]+)\]( \(log\))?")
+
+
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_docstring_ranges_match_the_tables(cls):
+    """Where a class docstring states a range, it is the table's (ranges are not restated by
+    hand without a check)."""
+    table = cls.band_table if cls in MULTI else cls.param_table
+    for name, lo, hi, log in RANGE.findall(cls.__doc__ or ""):
+        if name not in table:
+            continue  # a range of something else (e.g. the crossover slices)
+        spec = table[name]
+        assert (float(lo), float(hi)) == (spec.min_val, spec.max_val), (cls.__name__, name)
+        assert (spec.scale == "log") == bool(log), (cls.__name__, name)
+
+
+def test_docstrings_state_ranges():
+    """The regex of the check above finds the ranges it is meant to check."""
+    found = RANGE.findall(dynfx.Compressor.__doc__)
+    assert ("ratio", "1", "20", " (log)") in found and len(found) == 6
+    assert len(RANGE.findall(dynfx.MultiBandCompressor.__doc__)) == 6
 
 
 def test_order_single():

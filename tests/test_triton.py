@@ -33,7 +33,7 @@ def test_kernels_compile_for_cuda(dtype):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import dynfx._ballistics_triton as M
+    import dynfx._ops.ballistics_triton as M
 
     p = f"*{dtype}"
     kernels = {
@@ -74,7 +74,7 @@ def test_cuda_triton_matches_cpu_kernel(dtype):
 
 @CUDA
 def test_cuda_gradcheck():
-    from dynfx._ballistics_triton import ballistics_triton
+    from dynfx._ops.ballistics_triton import ballistics_triton
 
     d = torch.rand(3, 200, dtype=torch.float64, device="cuda", requires_grad=True)
     ka = torch.tensor([0.3, 0.5, 0.2], dtype=torch.float64, device="cuda", requires_grad=True)

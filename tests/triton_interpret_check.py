@@ -16,7 +16,7 @@ def coefs(b, att_ms, rel_ms, dtype):
 
 
 def check(name, d, ka, kr, rtol, max_rounds=64):
-    from dynfx._ballistics_triton import ballistics_triton
+    from dynfx._ops.ballistics_triton import ballistics_triton
 
     shared = ka is kr
     d = d.clone().requires_grad_(True)
@@ -58,7 +58,7 @@ def main():
     # the longer signal spans several blocks of the scan (block carries)
     long = torch.rand(1, 2500, generator=gen, dtype=torch.float64).pow(4)
     check("float64 several blocks", long, *coefs(1, 2.0, 80.0, torch.float64), 1e-10)
-    from dynfx._ballistics_triton import ballistics_triton, solve_forward
+    from dynfx._ops.ballistics_triton import ballistics_triton, solve_forward
 
     _, _, rounds = solve_forward(long, *coefs(1, 2.0, 80.0, torch.float64))
     assert rounds <= 64, rounds

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
+from typing import ClassVar, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -11,12 +11,7 @@ from .. import functional as F
 from ..crossover import crossover_ranges, split_bands
 from ..params import EffectParam
 from .base import DynamicsProcessor, check_choice
-from .single import (
-    GainComputerMixin,
-    _gate_table,
-    _limiter_table,
-    process_band,
-)
+from .single import Limiter, NoiseGate
 
 __all__ = [
     "MultiBandCompressor",
@@ -28,33 +23,14 @@ __all__ = [
 NUM_BANDS_CHOICES = tuple(range(2, 9))
 
 
-def _mb_compressor_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-60.0, 0.0),
-        "ratio": EffectParam(1.0, 20.0, "log"),
-        "knee_db": EffectParam(0.0, 12.0),
-        "attack_ms": EffectParam(1.0, 500.0, "log"),
-        "release_ms": EffectParam(10.0, 2000.0, "log"),
-        "makeup_db": EffectParam(-24.0, 24.0),
-    }
-
-
-def _mb_expander_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-80.0, -30.0),
-        "ratio": EffectParam(1.0, 20.0, "log"),
-        "knee_db": EffectParam(0.0, 6.0),
-        "attack_ms": EffectParam(0.05, 300.0, "log"),
-        "release_ms": EffectParam(5.0, 4000.0, "log"),
-    }
-
-
-class _MultiBand(GainComputerMixin, DynamicsProcessor):
+class _MultiBand(DynamicsProcessor):
     """Split into ``num_bands`` bands, process each with its own detector (linked across channels),
-    gain computer, smoothing and makeup, and sum the bands."""
+    gain computer, smoothing and makeup, and sum the bands. A subclass declares the per-band
+    parameter table (``band_table``), the gain computer and the default detector."""
 
-    _band_table: Callable[[], dict[str, EffectParam]]
-    _default_detector = "rms"
+    band_table: ClassVar[Mapping[str, EffectParam]]
+    gain_computer: ClassVar[str] = "compressor"
+    _default_detector: ClassVar[str] = "rms"
 
     def __init__(
         self,
@@ -83,12 +59,12 @@ class _MultiBand(GainComputerMixin, DynamicsProcessor):
     @property
     def band_param_names(self) -> tuple[str, ...]:
         """The per-band parameter names, without the ``band{i}_`` prefix."""
-        return tuple(type(self)._band_table())
+        return tuple(type(self).band_table)
 
     def _register_default_parameters(self) -> dict[str, EffectParam]:
         table: dict[str, EffectParam] = {}
         for i in range(self.num_bands):
-            for name, spec in type(self)._band_table().items():
+            for name, spec in type(self).band_table.items():
                 table[f"band{i}_{name}"] = spec
         for i, (lo, hi) in enumerate(crossover_ranges(self.num_bands, self.sample_rate)):
             table[f"crossover{i}_freq"] = EffectParam(lo, hi, "log")
@@ -101,7 +77,8 @@ class _MultiBand(GainComputerMixin, DynamicsProcessor):
         gains = []
         for i, band in enumerate(bands):
             band_p = {n: p[f"band{i}_{n}"] for n in self.band_param_names}
-            y_band, gain_db = process_band(self, band, band_p)
+            y_band, gain_db = F.process_band(band, band_p, self.gain_computer, self.knee_type,
+                                             self.detector, self.smooth_type, self.sample_rate)
             y = y_band if y is None else (y + y_band if i == 1 else y.add_(y_band))
             gains.append(gain_db)
         return y, torch.stack(gains, dim=1)  # (B, C, T), (B, num_bands, T)
@@ -121,8 +98,14 @@ class MultiBandCompressor(_MultiBand):
         gain_db: (B, num_bands, T).
     """
 
-    _band_table = staticmethod(_mb_compressor_table)
-    _gain_fn = staticmethod(F.compressor_gain)
+    band_table = {
+        "threshold_db": EffectParam(-60.0, 0.0),
+        "ratio": EffectParam(1.0, 20.0, "log"),
+        "knee_db": EffectParam(0.0, 12.0),
+        "attack_ms": EffectParam(1.0, 500.0, "log"),
+        "release_ms": EffectParam(10.0, 2000.0, "log"),
+        "makeup_db": EffectParam(-24.0, 24.0),
+    }
 
 
 class MultiBandLimiter(_MultiBand):
@@ -133,9 +116,8 @@ class MultiBandLimiter(_MultiBand):
         x: (B, C, T); norm_params: (B, 7 num_bands - 1); gain_db: (B, num_bands, T).
     """
 
-    _band_table = staticmethod(_limiter_table)
-    _gain_fn = staticmethod(F.compressor_gain)
-    _default_detector = "peak"
+    band_table = Limiter.param_table
+    _default_detector = Limiter._default_detector
 
 
 class MultiBandExpander(_MultiBand):
@@ -146,9 +128,14 @@ class MultiBandExpander(_MultiBand):
         x: (B, C, T); norm_params: (B, 6 num_bands - 1); gain_db: (B, num_bands, T).
     """
 
-    _band_table = staticmethod(_mb_expander_table)
-    _gain_fn = staticmethod(F.expander_gain)
-    _kind = "expander"
+    band_table = {
+        "threshold_db": EffectParam(-80.0, -30.0),
+        "ratio": EffectParam(1.0, 20.0, "log"),
+        "knee_db": EffectParam(0.0, 6.0),
+        "attack_ms": EffectParam(0.05, 300.0, "log"),
+        "release_ms": EffectParam(5.0, 4000.0, "log"),
+    }
+    gain_computer = "expander"
 
 
 class MultiBandNoiseGate(_MultiBand):
@@ -159,7 +146,5 @@ class MultiBandNoiseGate(_MultiBand):
         x: (B, C, T); norm_params: (B, 6 num_bands - 1); gain_db: (B, num_bands, T).
     """
 
-    _band_table = staticmethod(_gate_table)
-    _gain_fn = staticmethod(F.gate_gain)
-    _kind = "gate"
-    _amount = "range_db"
+    band_table = NoiseGate.param_table
+    gain_computer = NoiseGate.gain_computer

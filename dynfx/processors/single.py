@@ -2,81 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional
-
-import torch
-from torch import Tensor
+from typing import ClassVar, Mapping, Optional
 
 from .. import functional as F
-from .._ballistics_fused import fused_band
 from ..params import EffectParam
 from .base import DynamicsProcessor, check_choice
 
 __all__ = ["Compressor", "Limiter", "Expander", "NoiseGate"]
 
 
-def _compressor_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-60.0, 0.0),
-        "ratio": EffectParam(1.0, 20.0, "log"),
-        "knee_db": EffectParam(0.0, 12.0),
-        "attack_ms": EffectParam(0.1, 100.0, "log"),
-        "release_ms": EffectParam(10.0, 1000.0, "log"),
-        "makeup_db": EffectParam(-12.0, 12.0),
-    }
+class _SingleBand(DynamicsProcessor):
+    """Detector -> smoothing -> level -> gain computer -> gain (+ makeup): one band of
+    :func:`dynfx.functional.process_band`. A subclass declares its parameter table
+    (``param_table``), its gain computer (a name of :data:`dynfx.functional.GAIN_COMPUTERS`)
+    and its default detector."""
 
-
-def _limiter_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-60.0, 0.0),
-        "ratio": EffectParam(20.0, 100.0, "log"),
-        "knee_db": EffectParam(0.0, 1.0),
-        "attack_ms": EffectParam(0.1, 1.0, "log"),
-        "release_ms": EffectParam(5.0, 500.0, "log"),
-        "makeup_db": EffectParam(-12.0, 12.0),
-    }
-
-
-def _expander_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-80.0, 0.0),
-        "ratio": EffectParam(1.0, 8.0, "log"),
-        "knee_db": EffectParam(0.0, 6.0),
-        "attack_ms": EffectParam(0.05, 300.0, "log"),
-        "release_ms": EffectParam(5.0, 4000.0, "log"),
-        "makeup_db": EffectParam(-12.0, 12.0),
-    }
-
-
-def _gate_table() -> dict[str, EffectParam]:
-    return {
-        "threshold_db": EffectParam(-90.0, -20.0),
-        "range_db": EffectParam(-90.0, 0.0),
-        "knee_db": EffectParam(0.0, 6.0),
-        "attack_ms": EffectParam(0.1, 20.0, "log"),
-        "release_ms": EffectParam(5.0, 1000.0, "log"),
-    }
-
-
-class GainComputerMixin:
-    """Binds a gain computer of :mod:`dynfx.functional` to a processor's knee type."""
-
-    _gain_fn: Callable[..., Tensor]
-    _kind: str = "compressor"  # "compressor", "expander" or "gate" (selects the fused kernel)
-    _amount: str = "ratio"  # the parameter that sets the gain computer's amount
-    knee_type: str
-
-    def _gain_computer(self, level: Tensor, p: Mapping[str, Tensor]) -> Tensor:
-        return type(self)._gain_fn(
-            level, p["threshold_db"], p[self._amount], p["knee_db"], self.knee_type
-        )
-
-
-class _SingleBand(GainComputerMixin, DynamicsProcessor):
-    """Detector -> smoothing -> level -> gain computer -> gain (+ makeup)."""
-
-    _table: Callable[[], dict[str, EffectParam]]
-    _default_detector = "rms"
+    param_table: ClassVar[Mapping[str, EffectParam]]
+    gain_computer: ClassVar[str] = "compressor"
+    _default_detector: ClassVar[str] = "rms"
 
     def __init__(
         self,
@@ -98,42 +41,11 @@ class _SingleBand(GainComputerMixin, DynamicsProcessor):
         self._init_params(param_range)
 
     def _register_default_parameters(self) -> dict[str, EffectParam]:
-        return type(self)._table()
+        return dict(type(self).param_table)
 
-    def _process(self, x: Tensor, p: dict[str, Tensor]):
-        return process_band(self, x, p)
-
-
-def process_band(proc, x: Tensor, p: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """One band of dynamics: returns ``(y, gain_db)`` for (B, C, T) audio ``x``.
-
-    ``proc`` supplies ``detector``, ``smooth_type``, ``sample_rate``, ``knee_type``, ``_kind``,
-    ``_amount`` and ``_gain_computer``; ``p`` holds the band's (B,) parameters in physical units
-    (``makeup_db`` optional). CPU tensors run the fused numba kernel; other devices run
-    :func:`process_band_reference`.
-    """
-    if x.device.type != "cpu":
-        return process_band_reference(proc, x, p)
-    k_att, k_rel = F.smoothing_coefs(p["attack_ms"], p["release_ms"], proc.sample_rate,
-                                     proc.smooth_type)
-    amount = p[proc._amount]
-    if proc._kind == "compressor":
-        amount = 1.0 / amount - 1.0
-    elif proc._kind == "expander":
-        amount = amount - 1.0
-    makeup = p["makeup_db"] if "makeup_db" in p else torch.zeros_like(amount)
-    return fused_band(x, p["threshold_db"], amount, p["knee_db"], k_att, k_rel, makeup,
-                      proc._kind, proc.knee_type, proc.detector)
-
-
-def process_band_reference(proc, x: Tensor, p: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """The same chain as :func:`process_band`, composed of separate PyTorch operations around the
-    ballistics op (any device; the reference for the fused kernel in the tests)."""
-    d = F.detect(x, proc.detector)  # (B, T)
-    env = F.smooth(d, p["attack_ms"], p["release_ms"], proc.sample_rate, proc.smooth_type)
-    gain_db = proc._gain_computer(F.level_db(env, proc.detector), p)  # (B, T), <= 0
-    total = gain_db + p["makeup_db"][:, None] if "makeup_db" in p else gain_db
-    return x * F.db_to_amp(total)[:, None, :], gain_db
+    def _process(self, x, p):
+        return F.process_band(x, p, self.gain_computer, self.knee_type, self.detector,
+                              self.smooth_type, self.sample_rate)
 
 
 class Compressor(_SingleBand):
@@ -161,8 +73,14 @@ class Compressor(_SingleBand):
         torch.Size([2, 2, 4410])
     """
 
-    _table = staticmethod(_compressor_table)
-    _gain_fn = staticmethod(F.compressor_gain)
+    param_table = {
+        "threshold_db": EffectParam(-60.0, 0.0),
+        "ratio": EffectParam(1.0, 20.0, "log"),
+        "knee_db": EffectParam(0.0, 12.0),
+        "attack_ms": EffectParam(0.1, 100.0, "log"),
+        "release_ms": EffectParam(10.0, 1000.0, "log"),
+        "makeup_db": EffectParam(-12.0, 12.0),
+    }
 
 
 class Limiter(_SingleBand):
@@ -176,8 +94,14 @@ class Limiter(_SingleBand):
         x: (B, C, T); norm_params: (B, 6); output: (B, C, T); gain_db: (B, T).
     """
 
-    _table = staticmethod(_limiter_table)
-    _gain_fn = staticmethod(F.compressor_gain)
+    param_table = {
+        "threshold_db": EffectParam(-60.0, 0.0),
+        "ratio": EffectParam(20.0, 100.0, "log"),
+        "knee_db": EffectParam(0.0, 1.0),
+        "attack_ms": EffectParam(0.1, 1.0, "log"),
+        "release_ms": EffectParam(5.0, 500.0, "log"),
+        "makeup_db": EffectParam(-12.0, 12.0),
+    }
     _default_detector = "peak"
 
 
@@ -193,9 +117,15 @@ class Expander(_SingleBand):
         x: (B, C, T); norm_params: (B, 6); output: (B, C, T); gain_db: (B, T).
     """
 
-    _table = staticmethod(_expander_table)
-    _gain_fn = staticmethod(F.expander_gain)
-    _kind = "expander"
+    param_table = {
+        "threshold_db": EffectParam(-80.0, 0.0),
+        "ratio": EffectParam(1.0, 8.0, "log"),
+        "knee_db": EffectParam(0.0, 6.0),
+        "attack_ms": EffectParam(0.05, 300.0, "log"),
+        "release_ms": EffectParam(5.0, 4000.0, "log"),
+        "makeup_db": EffectParam(-12.0, 12.0),
+    }
+    gain_computer = "expander"
 
 
 class NoiseGate(_SingleBand):
@@ -214,7 +144,11 @@ class NoiseGate(_SingleBand):
         x: (B, C, T); norm_params: (B, 5); output: (B, C, T); gain_db: (B, T).
     """
 
-    _table = staticmethod(_gate_table)
-    _gain_fn = staticmethod(F.gate_gain)
-    _kind = "gate"
-    _amount = "range_db"
+    param_table = {
+        "threshold_db": EffectParam(-90.0, -20.0),
+        "range_db": EffectParam(-90.0, 0.0),
+        "knee_db": EffectParam(0.0, 6.0),
+        "attack_ms": EffectParam(0.1, 20.0, "log"),
+        "release_ms": EffectParam(5.0, 1000.0, "log"),
+    }
+    gain_computer = "gate"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import ClassVar, Mapping, Optional
 
 from torch import Tensor
 
@@ -31,6 +31,14 @@ class TransientShaper(DynamicsProcessor):
         x: (B, C, T); norm_params: (B, 5); output: (B, C, T); gain_db: (B, T).
     """
 
+    param_table: ClassVar[Mapping[str, EffectParam]] = {
+        "attack_db": EffectParam(-24.0, 24.0),
+        "sustain_db": EffectParam(-24.0, 24.0),
+        "fast_ms": EffectParam(0.1, 10.0, "log"),
+        "slow_ms": EffectParam(5.0, 100.0, "log"),
+        "release_ms": EffectParam(10.0, 500.0, "log"),
+    }
+
     def __init__(
         self,
         sample_rate: float = 44100,
@@ -47,13 +55,7 @@ class TransientShaper(DynamicsProcessor):
         self._init_params(param_range)
 
     def _register_default_parameters(self) -> dict[str, EffectParam]:
-        return {
-            "attack_db": EffectParam(-24.0, 24.0),
-            "sustain_db": EffectParam(-24.0, 24.0),
-            "fast_ms": EffectParam(0.1, 10.0, "log"),
-            "slow_ms": EffectParam(5.0, 100.0, "log"),
-            "release_ms": EffectParam(10.0, 500.0, "log"),
-        }
+        return dict(self.param_table)
 
     def _process(self, x: Tensor, p: dict[str, Tensor]):
         d = F.detect(x, self.detector)

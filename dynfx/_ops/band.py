@@ -1,14 +1,15 @@
-"""The whole single-band chain as one autograd operation on CPU, without intermediate graph nodes.
+"""One band of dynamics: on CPU the whole chain as one autograd operation, without
+intermediate graph nodes; on other devices the chain of separate PyTorch operations.
 
 detector (linked across channels) -> ballistics recursion -> level in dB -> gain computer ->
 ``y = x * 10^((g + makeup) / 20)``, with a hand-written backward pass (the adjoint of each stage).
 Elementwise work runs as vectorised PyTorch operations, the recursion and the gain computer as
-numba kernels. It computes exactly what
-:func:`dynfx.processors.single.process_band_reference` computes with separate PyTorch operations
-(the tests hold the two together), without the intermediate tensors.
+numba kernels. It computes exactly what :func:`band_dynamics_reference` computes with separate
+PyTorch operations (the tests hold the two together), without the intermediate tensors.
 
-The gain computer is selected by integer codes; its amount parameter ``amount`` is the slope
-``1/R - 1`` for a compressor, ``R - 1`` for an expander and ``range_db`` for a gate.
+The kernel's gain computer is selected by the registry's integer code
+(:data:`dynfx.functional.GAIN_COMPUTERS`); its amount is the slope ``1/R - 1`` for a compressor,
+``R - 1`` for an expander and ``range_db`` for a gate (the registry's ``kernel_amount``).
 The gain computer's scalars are computed in float64 and stored in the signal's dtype.
 """
 
@@ -21,11 +22,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._ballistics import _backward_host, _forward_host, _np
+from .ballistics import _backward_host, _forward_host, _np, ballistics
 
-__all__ = ["fused_band", "KINDS", "KNEES", "DETECTOR_CODES"]
+__all__ = ["band_dynamics", "band_dynamics_reference", "KNEES", "DETECTOR_CODES"]
 
-KINDS = {"compressor": 0, "expander": 1, "gate": 2}
 KNEES = {"hard": 0, "quadratic": 1, "exponential": 2}
 DETECTOR_CODES = {"rms": 0, "peak": 1}
 
@@ -269,7 +269,7 @@ class _FusedBand(torch.autograd.Function):
         return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None
 
 
-def fused_band(
+def band_dynamics(
     x: Tensor,
     threshold_db: Tensor,
     amount: Tensor,
@@ -277,17 +277,33 @@ def fused_band(
     k_att: Tensor,
     k_rel: Tensor,
     makeup_db: Tensor,
-    kind: str,
+    computer,
     knee_type: str,
     detector: str,
 ) -> tuple[Tensor, Tensor]:
-    """One band of dynamics on CPU: ``(y, gain_db)`` for (B, C, T) float32/float64 audio.
+    """One band of dynamics: ``(y, gain_db)`` for (B, C, T) audio.
 
-    All parameters are (B,) tensors of x's dtype; ``amount`` is the gain computer's amount (see the
-    module docstring); ``k_att``/``k_rel`` are new-sample weights (equal for "iir" smoothing).
+    All parameters are (B,) tensors of x's dtype; ``amount`` is the gain computer's own amount
+    parameter (ratio or range_db); ``computer`` is an entry of
+    :data:`dynfx.functional.GAIN_COMPUTERS` (its curve, kernel code and kernel amount);
+    ``k_att``/``k_rel`` are new-sample weights (equal for "iir" smoothing). CPU tensors run the
+    fused kernel, other devices :func:`band_dynamics_reference`.
     """
-    y, gain = _FusedBand.apply(
-        x, threshold_db, amount, knee_db, k_att, k_rel, makeup_db,
-        KINDS[kind], KNEES[knee_type], DETECTOR_CODES[detector],
+    if x.device.type != "cpu":
+        return band_dynamics_reference(x, threshold_db, amount, knee_db, k_att, k_rel,
+                                       makeup_db, computer, knee_type, detector)
+    return _FusedBand.apply(
+        x, threshold_db, computer.kernel_amount(amount), knee_db, k_att, k_rel, makeup_db,
+        computer.code, KNEES[knee_type], DETECTOR_CODES[detector],
     )
-    return y, gain
+
+
+def band_dynamics_reference(x, threshold_db, amount, knee_db, k_att, k_rel, makeup_db,
+                            computer, knee_type: str, detector: str) -> tuple[Tensor, Tensor]:
+    """The same chain composed of separate PyTorch operations around the ballistics op (any
+    device; the reference of the fused kernel in the tests)."""
+    from .. import functional as F  # the functional layer imports this module
+
+    env = ballistics(F.detect(x, detector), k_att, k_rel)  # (B, T)
+    gain_db = computer.fn(F.level_db(env, detector), threshold_db, amount, knee_db, knee_type)
+    return x * F.db_to_amp(gain_db + makeup_db[:, None])[:, None, :], gain_db

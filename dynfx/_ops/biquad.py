@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numba
 import torch
+import torchaudio.functional as AF
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["biquad_filter", "biquad_reference"]
+__all__ = ["biquad", "biquad_filter", "biquad_reference"]
 
 @numba.njit(parallel=True, cache=True)
 def _forward_kernel(x, coef, y):  # pragma: no cover - compiled
@@ -100,6 +101,22 @@ def biquad_filter(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
     coef = torch.cat([b, a[:, 1:]], dim=1).repeat_interleave(channels, dim=0)  # (B*C, 5)
     y = _Biquad.apply(x.reshape(batch * channels, steps), coef)
     return y.reshape(batch, channels, steps)
+
+
+def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
+    """Filter (B, C, T) audio, item i with its own coefficients ``b[i], a[i]`` (each (B, 3)).
+
+    Exact IIR recursion (no truncation), differentiable with respect to x and the coefficients.
+    The recursion runs in float64 whatever x's dtype (output in x's dtype): a float32 state
+    near z = 1 loses the allpass property of a band sum. CPU float32/float64 tensors use the
+    numba kernels (:func:`biquad_filter`: float64 state, float32 input and output buffers, no
+    extra memory pass); other devices and dtypes use torchaudio's ``lfilter`` in float64.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return biquad_filter(x, b.double(), a.double())
+    xt = x.transpose(0, 1).double()  # (C, B, T): lfilter's per-filter axis is second-to-last
+    y = AF.lfilter(xt, a.double(), b.double(), clamp=False, batching=True)
+    return y.transpose(0, 1).to(x.dtype)
 
 
 def biquad_reference(x: Tensor, b: Tensor, a: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ its adjoint is the reverse-time recursion ``lam[n] = g[n] + (1 - k[n+1]) lam[n+1
 coefficient that sample used.
 
 CPU tensors use the numba kernels below; CUDA tensors use the Triton kernels of
-:mod:`dynfx._ballistics_triton` (or, where Triton is missing, the numba kernels through a host round
+:mod:`dynfx._ops.ballistics_triton` (or, where Triton is missing, the numba kernels through a host round
 trip); any other device uses the slow pure-PyTorch :func:`ballistics_reference`, which is also the
 reference in the tests.
 """
@@ -164,7 +164,7 @@ def ballistics(d: Tensor, k_att: Tensor, k_rel: Tensor) -> Tensor:
 def _triton_op():
     """The Triton implementation, or None where Triton cannot be imported."""
     try:
-        from ._ballistics_triton import ballistics_triton
+        from .ballistics_triton import ballistics_triton
     except ImportError:  # a PyTorch build without Triton: use the numba kernels via the host
         return None
     return ballistics_triton

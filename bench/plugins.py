@@ -111,10 +111,11 @@ def tables(records: list[dict]) -> str:
                   "renders (median normalised error over identifiable instances; the `mean` "
                   "baseline in brackets; `model+refine`: the network's estimate refined for the "
                   "benchmark's default steps against the plugin's output; identifiable share; "
-                  "MR-STFT of the imitation at the estimate against the plugin's output):", "",
+                  "MR-STFT of the imitation at the estimate against the plugin's output; train min: "
+                  "wall time of the training epochs, `experiment=est_plugin` on the 2-core CPU):", "",
                   "| plugin | mode | setting | model (mean) | model+refine | identifiable | "
-                  "MR-STFT model / model+refine / mean |",
-                  "|---|---|---|---|---|---:|---|"]
+                  "MR-STFT model / model+refine / mean | train min |",
+                  "|---|---|---|---|---|---:|---|---:|"]
         for proc, mode in groups:
             plugin = proc.split(".", 1)[1]
             first = True
@@ -123,12 +124,14 @@ def tables(records: list[dict]) -> str:
                 b = _get(proc, mode, "mean", f"norm_err/{name}", "identifiable")
                 r = _get(proc, mode, "model+refine", f"norm_err/{name}", "identifiable")
                 share = _get(proc, mode, "model", f"identifiable/{name}", stat="mean")
+                secs = _get(proc, mode, "model", "train_seconds", stat="mean")
+                minutes = ("-" if secs is None else f"{secs / 60:.1f}") if first else ""
                 audio = (f"{_f(_get(proc, mode, 'model', 'mrstft'))} / "
                          f"{_f(_get(proc, mode, 'model+refine', 'mrstft'))} / "
                          f"{_f(_get(proc, mode, 'mean', 'mrstft'))}") if first else ""
                 lines.append(f"| {plugin if first else ''} | {mode if first else ''} | {name} | "
                              f"{_f(m)} ({_f(b)}) | {_f(r)} | {'-' if share is None else f'{share:.0%}'} "
-                             f"| {audio} |")
+                             f"| {audio} | {minutes} |")
                 first = False
     return "\n".join(lines) + "\n"
 

@@ -15,12 +15,51 @@ FS = 44100
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped where no CUDA device is present."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def load_script(relpath: str, name: str):
     """A script of the repository (bench/, data/: not packages) imported as module ``name``."""
     spec = importlib.util.spec_from_file_location(name, ROOT / relpath)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# -- the training framework's configs (Hydra), composed in-process ------------------------------
+CONF = str(ROOT / "conf")
+
+
+def compose_config(overrides, name="train"):
+    """The composed Hydra config ``conf/<name>.yaml`` with ``overrides``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides, return_hydra_config=False)
+
+
+def fdr_overrides(tmp_path, *extra):
+    """A one-batch run (``debug=fdr``) writing into ``tmp_path``."""
+    return ["debug=fdr", f"run_dir={tmp_path}", *extra]
+
+
+def train_tiny(tmp_path, *extra):
+    """Train a tiny run (8 clips of 0.25 s, 2 epochs) into ``tmp_path``: (results, config)."""
+    from models.pipeline import train
+
+    cfg = compose_config([f"run_dir={tmp_path}", "encoder=envelope", "data.clip_seconds=0.25",
+                          "data.train_size=8", "data.val_size=4", "data.test_size=4",
+                          "data.batch_size=4", "trainer.max_epochs=2", "logger=csv", *extra])
+    return train(cfg), cfg
 
 
 # every processor class, from the package's one list: multi-band classes have a per-band table,

@@ -96,7 +96,7 @@ def test_bad_shapes():
         ballistics(torch.rand(2, 5), torch.rand(2), torch.rand(3))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_matches_cpu():
     d = torch.rand(4, 1000, dtype=torch.float64) ** 3
     ka, kr = _coefs(4, 1.0, 50.0)

@@ -7,7 +7,7 @@ import dynfx
 
 from .conftest import ALL
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = pytest.mark.cuda  # skipped without a CUDA device (conftest.py)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -290,3 +290,31 @@ def test_mix_source_joins_the_builtin_pool_and_the_folder(tmp_path):
         EffectDataModule(**{**kw, "mix_fraction": 1.0})
     with pytest.raises(ValueError, match="needs data.root"):
         EffectDataModule(**{**kw, "root": None})
+
+
+def test_folder_dataset_skips_bad_files_and_counts_them(tmp_path):
+    import soundfile as sf
+
+    sr = 16000
+    sf.write(tmp_path / "good.wav", 0.3 * np.sin(np.arange(sr) * 0.05)[:, None].repeat(2, 1), sr)
+    sf.write(tmp_path / "nan.wav", np.full(sr, np.nan, dtype=np.float32), sr, subtype="FLOAT")
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.float32), sr)
+    (tmp_path / "corrupt.flac").write_bytes(b"definitely not a flac file")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        ds = FolderClips(tmp_path, size=5, seed=0, sample_rate=22050, clip_seconds=0.2,
+                         cache_dir=None)
+    assert ds.skipped == 3
+    assert len([x for x in w if "skipping" in str(x.message)]) == 3
+    crop = ds[0]
+    assert crop.shape == (1, int(0.2 * 22050)) and torch.isfinite(crop).all()
+    assert crop.abs().max() > 0.1  # resampled from 16 kHz, mixed to mono, not silent
+
+
+def test_folder_without_usable_files_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....")
+    with pytest.warns(UserWarning, match="skipping"):
+        with pytest.raises(ValueError, match=f"no usable audio file.*{tmp_path.name}"):
+            FolderClips(tmp_path, size=2, seed=0, cache_dir=None)
+    with pytest.raises(ValueError, match="does not exist"):
+        FolderClips(tmp_path / "missing", size=2, seed=0, cache_dir=None)

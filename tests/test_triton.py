@@ -54,7 +54,7 @@ def test_kernels_compile_for_cuda(dtype):
         assert "ptx" in compiled.asm and len(compiled.asm["ptx"]) > 1000, fn.__name__
 
 
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+CUDA = pytest.mark.cuda  # skipped without a CUDA device (conftest.py)
 
 
 @CUDA

@@ -72,16 +72,12 @@ def update_training_data_section(readme: Path, records: list[dict], mix_out: Pat
     from models import benchmark as pm
 
     path = mix_out / "results.json"
-    text = readme.read_text()
-    if not path.exists() or MIX_BEGIN not in text or MIX_END not in text:
+    if not path.exists():
         return False
-    mix = json.loads(path.read_text())
     body = pm.training_data_table([("built-in only", records),
-                                   ("built-in + realistic (fine-tuned)", mix)], "Compressor")
-    head, rest = text.split(MIX_BEGIN, 1)
-    tail = rest.split(MIX_END, 1)[1]
-    readme.write_text(head + MIX_BEGIN + "\n\n" + body + "\n" + MIX_END + tail)
-    return True
+                                   ("built-in + realistic (fine-tuned)",
+                                    json.loads(path.read_text()))], "Compressor")
+    return pm.replace_section(readme, MIX_BEGIN, MIX_END, "\n\n" + body + "\n")
 
 
 def main(argv=None) -> int:

@@ -138,13 +138,9 @@ def tables(records: list[dict]) -> str:
 
 
 def update_readme(readme: Path, body: str) -> bool:
-    text = readme.read_text()
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{body}{END}{tail}")
-    return True
+    from models.benchmark import replace_section
+
+    return replace_section(readme, START, END, "\n" + body)
 
 
 def main(argv=None) -> int:

@@ -632,13 +632,18 @@ def readme_section(records: list[dict]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def replace_section(path: Path, begin: str, end: str, middle: str) -> bool:
+    """Replace the text between the markers ``begin`` and ``end`` of the file ``path`` with
+    ``middle``; False (the file untouched) when a marker is absent."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    path.write_text(head + begin + middle + end + rest.split(end, 1)[1])
+    return True
+
+
 def update_readme(readme: Path, records: list[dict]) -> bool:
     """Replace the text between the README's result markers; False when the markers are absent."""
-    text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(head + README_BEGIN + "\n\n" + readme_section(records) + "\n"
-                      + README_END + tail)
-    return True
+    return replace_section(readme, README_BEGIN, README_END,
+                           "\n\n" + readme_section(records) + "\n")

@@ -114,6 +114,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
+def _carry_train_info(module: EffectEstimator, state: dict) -> None:
+    """The training time and examples a checkpoint records, onto ``module``."""
+    info = state.get(TRAIN_INFO_KEY) or {}
+    module.train_seconds = float(info.get("train_seconds", 0.0))
+    module.train_examples = int(info.get("train_examples", 0))
+
+
 def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     """Fine-tuning: load the network weights of another run's checkpoint into ``module``
     before training (fresh optimizer, schedule and epoch count, unlike a resume). The
@@ -130,9 +137,7 @@ def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
         raise CheckpointError(f"init_from={ckpt_path}: its weights do not fit this run's "
                               f"processor/encoder ({detail}); the checkpoint's encoder config: "
                               f"{saved}") from None
-    info = state.get(TRAIN_INFO_KEY) or {}
-    module.train_seconds = float(info.get("train_seconds", 0.0))
-    module.train_examples = int(info.get("train_examples", 0))
+    _carry_train_info(module, state)
     log.info("initialised from %s (%.1f min of training)", ckpt_path, module.train_seconds / 60)
 
 
@@ -150,9 +155,7 @@ def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
     check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
     cfg = OmegaConf.create(state[RUN_CONFIG_KEY])
     module, _ = build(cfg)
-    info = state.get(TRAIN_INFO_KEY) or {}
-    module.train_seconds = float(info.get("train_seconds", 0.0))
-    module.train_examples = int(info.get("train_examples", 0))
+    _carry_train_info(module, state)
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as exc:

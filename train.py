@@ -11,6 +11,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+import models.configs  # noqa: F401 - the processor config group, generated from dynfx.PROCESSORS
 from models.checkpoint import user_message
 from models.module import NonFiniteTrainingError
 from models.pipeline import train

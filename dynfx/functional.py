@@ -10,7 +10,7 @@ differentiable with respect to its tensor inputs. Crossover filters live in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import torch
 import torch.nn.functional as tnf
@@ -245,13 +245,17 @@ def gate_gain(
 class GainComputer:
     """A gain computer of the registry: its curve ``fn(level, threshold_db, amount, knee_db,
     knee_type)``, the parameter that sets its amount, the branch of the fused CPU kernel that
-    computes the same curve (``code``), and the kernel's amount from that parameter (the slope
-    for compressor and expander, the range itself for the gate)."""
+    computes the same curve (``code``; ``None``: no kernel branch, the band then runs as
+    separate PyTorch operations on the CPU too), and the kernel's amount from that parameter
+    (the slope for compressor and expander, the range itself for the gate).
+
+    A new curve needs only its function and an entry here; a kernel branch (``code``) in
+    :mod:`dynfx._ops.band` makes it fast on the CPU."""
 
     fn: Callable[..., Tensor]
     amount: str
-    code: int
-    kernel_amount: Callable[[Tensor], Tensor]
+    code: Optional[int] = None
+    kernel_amount: Callable[[Tensor], Tensor] = lambda amount: amount
 
 
 GAIN_COMPUTERS: dict[str, GainComputer] = {

@@ -30,7 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynfx import functional as F
+
 from .checkpoint import finite_or_none
+from .encoders import uses_dry
 from .data.pool import SILENCE_DB, apply_level
 from .data.synth import SynthConfig, generate_clip
 from .metrics import si_sdr
@@ -74,7 +77,7 @@ def frame_level_db(x: Tensor, frame: int = FRAME, hop: int = FRAME_HOP) -> Tenso
         frames = blocks.unfold(-1, k, 1).sum(dim=-1) / frame
     else:
         frames = power.double().unfold(-1, frame, hop).mean(dim=-1)
-    return (10 * torch.log10(frames + 1e-12)).clamp_min(-120.0)
+    return F.power_to_db(frames, 1e-12).clamp_min(-120.0)
 
 
 def _level_rule(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -294,8 +297,7 @@ class BenchCase:
     train_info: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.mode not in ("dry_wet", "wet"):
-            raise ValueError(f"mode must be 'dry_wet' or 'wet', got {self.mode!r}")
+        self.uses_dry = uses_dry(self.mode)  # a clear error for an unknown mode
         # a third-party plugin target is named by its package: "pedalboard.Compressor"
         plugin = getattr(self.processor, "plugin", None)
         self.name = self.name or (f"pedalboard.{plugin}" if plugin else
@@ -340,11 +342,11 @@ def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
     if case.model is not None:
         t0 = time.perf_counter()
         with torch.no_grad():
-            pred = _batched(lambda s: case.model(wet[s], dry[s] if case.mode == "dry_wet"
+            pred = _batched(lambda s: case.model(wet[s], dry[s] if case.uses_dry
                                                  else None).float(), n, batch)
         estimates["model"] = (pred.clamp(0, 1), {"sec_per_clip": (time.perf_counter() - t0) / n})
     curves: dict[str, dict[int, Tensor]] = {}
-    if case.mode == "dry_wet" and refine_steps > 0:
+    if case.uses_dry and refine_steps > 0:
         starts = [("direct", mean)] + ([("model+refine", estimates["model"][0])]
                                        if "model" in estimates else [])
         last = max([refine_steps, *step_counts])

@@ -19,10 +19,21 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-__all__ = ["MelEnvelopeEncoder", "EnvelopeEncoder", "FrameEncoder", "INPUT_MODES", "level_envelope_db",
-           "frame_features"]
+from dynfx import functional as F
+
+__all__ = ["MelEnvelopeEncoder", "EnvelopeEncoder", "FrameEncoder", "INPUT_MODES", "uses_dry",
+           "level_envelope_db", "frame_features"]
 
 INPUT_MODES = ("wet", "dry_wet")
+
+
+def uses_dry(input_mode: str) -> bool:
+    """Whether ``input_mode`` gives the network the dry audio too: the one place where the input
+    modes are told apart (encoders, the module, the benchmark and predict all ask here); any
+    other value is a clear error."""
+    if input_mode not in INPUT_MODES:
+        raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+    return input_mode == "dry_wet"
 LEVEL_BINS_DB = (-90.0, 0.0, 30)  # low, high, count of the gain-versus-level profile
 
 
@@ -30,7 +41,7 @@ def level_envelope_db(x: Tensor, hop: int) -> Tensor:
     """Frame RMS level in dB of (B, C, T) audio, channels linked: (B, T // hop)."""
     power = x.square().mean(dim=1, keepdim=True)  # (B, 1, T)
     frames = nn.functional.avg_pool1d(power, kernel_size=hop, stride=hop)
-    return 10.0 * torch.log10(frames.squeeze(1) + 1e-10)
+    return F.power_to_db(frames.squeeze(1), 1e-10)
 
 
 PROFILE_SMOOTHING_FRAMES = (1, 5, 17, 65)  # dry-level smoothing for the profiles (~3-200 ms)
@@ -42,7 +53,7 @@ def _smoothed_level_db(level_db: Tensor, frames: int) -> Tensor:
     if frames > 1:
         power = nn.functional.avg_pool1d(power, frames, stride=1, padding=frames // 2,
                                          count_include_pad=False)
-    return 10.0 * torch.log10(power[:, 0, : level_db.shape[1]] + 1e-10)
+    return F.power_to_db(power[:, 0, : level_db.shape[1]], 1e-10)
 
 
 def _level_bins(level: Tensor) -> Tensor:
@@ -99,8 +110,7 @@ class _Features(nn.Module):
     def __init__(self, sample_rate: int, input_mode: str, env_hop_ms: float, n_mels: int = 64,
                  use_mel: bool = True):
         super().__init__()
-        if input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        self.dry_wet = uses_dry(input_mode)
         self.input_mode = input_mode
         self.hop = max(1, int(round(env_hop_ms * sample_rate / 1000)))
         self.mel = (
@@ -108,10 +118,6 @@ class _Features(nn.Module):
                                                  n_mels=n_mels, power=2.0)
             if use_mel else None
         )
-
-    @property
-    def dry_wet(self) -> bool:
-        return self.input_mode == "dry_wet"
 
     def envelopes(self, wet: Tensor, dry: Tensor | None) -> tuple[Tensor, Tensor | None]:
         env_wet = level_envelope_db(wet, self.hop)
@@ -160,9 +166,10 @@ class EnvelopeEncoder(nn.Module):
                  env_hop_ms: float = 3.0, width: int = 48, layers: int = 5, hidden: int = 128):
         super().__init__()
         self.features = _Features(sample_rate, input_mode, env_hop_ms, use_mel=False)
-        env_ch = 3 if input_mode == "dry_wet" else 1
-        self.env_net = _conv1d_stack(env_ch, width, layers)
-        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        self.input_mode = input_mode
+        dry_wet = self.features.dry_wet
+        self.env_net = _conv1d_stack(3 if dry_wet else 1, width, layers)
+        extra = PROFILE_SIZE if dry_wet else 0
         self.head = _head(3 * width + extra, hidden, num_outputs)
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
@@ -185,15 +192,16 @@ class MelEnvelopeEncoder(nn.Module):
                  env_hop_ms: float = 3.0, n_mels: int = 64, width: int = 48, hidden: int = 192):
         super().__init__()
         self.features = _Features(sample_rate, input_mode, env_hop_ms, n_mels=n_mels)
-        mel_ch = 2 if input_mode == "dry_wet" else 1
+        self.input_mode = input_mode
+        dry_wet = self.features.dry_wet
+        mel_ch = 2 if dry_wet else 1
         self.mel_net = nn.Sequential(
             nn.Conv2d(mel_ch, 16, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 32, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool2d((4, 1)),
         )
-        env_ch = 3 if input_mode == "dry_wet" else 1
-        self.env_net = _conv1d_stack(env_ch, width, 5)
-        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
+        self.env_net = _conv1d_stack(3 if dry_wet else 1, width, 5)
+        extra = PROFILE_SIZE if dry_wet else 0
         self.head = _head(32 * 4 + 3 * width + extra, hidden, num_outputs)
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
@@ -231,9 +239,9 @@ def frame_features(wet: Tensor, dry: Tensor | None, hop: int, sub_blocks: int = 
     def traces(x):
         mag = x[..., :n].abs().mean(dim=1).reshape(x.shape[0], frames * S, hop // S)
         power = x[..., :n].square().mean(dim=1).reshape(x.shape[0], frames, hop).mean(-1)
-        rms_db = (10.0 * torch.log10(power + 1e-20)).clamp_min(DB_FLOOR)
+        rms_db = F.power_to_db(power, 1e-20).clamp_min(DB_FLOOR)
         peak, idx = mag.max(dim=-1)  # per part
-        peak_db = (20.0 * torch.log10(peak + 1e-20)).clamp_min(DB_FLOOR)
+        peak_db = F.amp_to_db(peak, 1e-20).clamp_min(DB_FLOOR)
         return mag, rms_db, peak_db, idx
 
     def parts(t):  # (B, frames * S) -> S channels of (B, frames)
@@ -245,7 +253,7 @@ def frame_features(wet: Tensor, dry: Tensor | None, hop: int, sub_blocks: int = 
         return torch.stack([rms_w, *parts(peak_w), *parts(crest)], dim=1) / 20.0
     _, rms_d, peak_d, idx = traces(dry)
     at_peak = mag_w.gather(-1, idx[..., None]).squeeze(-1)
-    gain_peak = (20.0 * torch.log10(at_peak + 1e-20)).clamp_min(DB_FLOOR) - peak_d
+    gain_peak = F.amp_to_db(at_peak, 1e-20).clamp_min(DB_FLOOR) - peak_d
     valid = (rms_d > -80.0).to(wet.dtype)
     gain_peak = gain_peak.clamp(-60.0, 40.0) * valid.repeat_interleave(S, dim=1)
     gain_rms = (rms_w - rms_d).clamp(-60.0, 40.0) * valid
@@ -286,7 +294,7 @@ def band_levels_db(x: Tensor, matrix: Tensor, hop: int, frames: int) -> Tensor:
     # one-sided bins, Hann window (sum of squares 0.375 n_fft): the bins of a band sum to its power
     power = spec.abs().square()[..., :frames] * (2.0 / (0.375 * n_fft * n_fft))
     band = torch.einsum("kf,bft->bkt", matrix.to(x.dtype), power)
-    return (10.0 * torch.log10(band + 1e-20)).clamp_min(DB_FLOOR)
+    return F.power_to_db(band, 1e-20).clamp_min(DB_FLOOR)
 
 
 class _Res(nn.Module):
@@ -342,15 +350,14 @@ class FrameEncoder(nn.Module):
                  hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0,
                  wet_profile: bool = False, band_split: int = 0):
         super().__init__()
-        if input_mode not in INPUT_MODES:
-            raise ValueError(f"input_mode must be one of {INPUT_MODES}, got {input_mode!r}")
+        self.dry_wet = dry_wet = uses_dry(input_mode)
         self.input_mode = input_mode
         self.hop = max(1, int(round(hop_ms * sample_rate / 1000)))
         self.sub_blocks = int(sub_blocks)
         if self.sub_blocks < 1 or self.hop % self.sub_blocks:
             raise ValueError(f"sub_blocks must divide the hop of {self.hop} samples, got "
                              f"{sub_blocks}")
-        in_ch = (4 if input_mode == "dry_wet" else 1) + 2 * self.sub_blocks
+        in_ch = (4 if dry_wet else 1) + 2 * self.sub_blocks
         self.bands = int(bands)
         if self.bands < 0:
             raise ValueError(f"bands must be >= 0, got {bands}")
@@ -358,7 +365,7 @@ class FrameEncoder(nn.Module):
             band_hop = self.hop * BAND_HOP_FRAMES
             self.register_buffer("band_matrix", band_matrix(self.bands, 2 * band_hop, sample_rate),
                                  persistent=False)
-            in_ch += self.bands * (3 if input_mode == "dry_wet" else 1)
+            in_ch += self.bands * (3 if dry_wet else 1)
         widths = tuple(int(w) for w in widths)
         stem_stride = int(stem_stride)
         if stem_stride == 1:
@@ -375,10 +382,10 @@ class FrameEncoder(nn.Module):
         layers.append(nn.GELU())
         self.net = nn.Sequential(*layers)
         self.pool = _AttentionPool(prev, heads)
-        extra = PROFILE_SIZE if input_mode == "dry_wet" else 0
-        if input_mode == "dry_wet":
+        extra = PROFILE_SIZE if dry_wet else 0
+        if dry_wet:
             extra += self.bands * BAND_PROFILE_SIZE
-        self.wet_profile = bool(wet_profile) and input_mode == "wet"
+        self.wet_profile = bool(wet_profile) and not dry_wet
         if self.wet_profile:
             extra += MOTION_PROFILE_SIZE
         self.head = _head((heads + 2) * prev + extra, hidden, num_outputs)
@@ -400,8 +407,8 @@ class FrameEncoder(nn.Module):
         ranges = torch.tensor(crossover_ranges(nb, sample_rate), dtype=torch.float64)
         self.register_buffer("xover_ranges", ranges, persistent=False)
         self.sample_rate = sample_rate
-        k = (4 if self.input_mode == "dry_wet" else 1) + 2 * self.sub_blocks
-        profile = PROFILE_SIZE if self.input_mode == "dry_wet" else MOTION_PROFILE_SIZE
+        k = (4 if self.dry_wet else 1) + 2 * self.sub_blocks
+        profile = PROFILE_SIZE if self.dry_wet else MOTION_PROFILE_SIZE
         self.band_head = _head(3 * k + profile + nb, hidden, self.per_band)
 
     def _band_stage(self, out: Tensor, wet: Tensor, dry: Tensor | None) -> Tensor:
@@ -433,9 +440,9 @@ class FrameEncoder(nn.Module):
         return 16 * self.hop
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
-        if self.input_mode == "dry_wet" and dry is None:
+        if self.dry_wet and dry is None:
             raise ValueError("FrameEncoder(input_mode='dry_wet') needs the dry audio")
-        dry = dry if self.input_mode == "dry_wet" else None
+        dry = dry if self.dry_wet else None
         feats = frame_features(wet, dry, self.hop, self.sub_blocks)
         if feats.shape[-1] < 16:
             raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "

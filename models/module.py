@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .encoders import uses_dry
 from .metrics import gain_mae_db, param_errors, si_sdr
 from .refine import refine_settings
 
@@ -61,7 +62,8 @@ class EffectEstimator(L.LightningModule):
     Args:
         encoder: an ``nn.Module`` (wet, dry) -> (B, P) in [0, 1].
         processor: a dynfx processor (the differentiable final layer).
-        input_mode: ``"wet"`` or ``"dry_wet"`` (what the encoder sees).
+        input_mode: ``"wet"`` or ``"dry_wet"`` (what the encoder sees); by default the
+            encoder's own ``input_mode`` (a different value is an error).
         optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_``).
         scheduler: ``None`` (constant rate) or ``"cosine"`` (linear warm-up over
             ``warmup_frac`` of the run, then cosine decay to 5 % of the rate).
@@ -69,7 +71,7 @@ class EffectEstimator(L.LightningModule):
             network alone (``model``) and refined (``model+refine``).
     """
 
-    def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: str = "dry_wet",
+    def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: Optional[str] = None,
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
@@ -96,7 +98,12 @@ class EffectEstimator(L.LightningModule):
         self._epoch_t0: Optional[float] = None
         self.encoder = encoder
         self.processor = processor
-        self.input_mode = input_mode
+        own = getattr(encoder, "input_mode", None)
+        if input_mode is not None and own is not None and input_mode != own:
+            raise ValueError(f"input_mode={input_mode!r} but the encoder was built for {own!r}")
+        self.input_mode = input_mode or own or "dry_wet"
+        self.uses_dry = uses_dry(self.input_mode)  # the network sees the dry audio too
+        self.keep_test_examples = 0  # test examples whose audio test_outputs() keeps
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
         self.weights = {"stft": w_stft, "param": w_param, "gain": w_gain}
         if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
@@ -109,14 +116,14 @@ class EffectEstimator(L.LightningModule):
 
     # -- model ---------------------------------------------------------------------------------
     def forward(self, wet: Tensor, dry: Optional[Tensor] = None) -> Tensor:
-        return self.encoder(wet, dry if self.input_mode == "dry_wet" else None)
+        return self.encoder(wet, dry if self.uses_dry else None)
 
     def estimate(self, wet: Tensor, dry: Optional[Tensor] = None) -> Tensor:
         """The encoder's estimate, refined by analysis-by-synthesis when ``refine_steps > 0`` and
         the dry audio is known (see :meth:`refine`)."""
         with torch.no_grad():
             pred = self(wet, dry)
-        if self.refine_steps > 0 and dry is not None and self.input_mode == "dry_wet":
+        if self.refine_steps > 0 and dry is not None and self.uses_dry:
             pred = self.refine(dry, wet, pred)
         return pred
 
@@ -199,8 +206,8 @@ class EffectEstimator(L.LightningModule):
             raise NonFiniteTrainingError(
                 f"training stopped at step {self.global_step}: {why}, {self._nonfinite_run} "
                 f"steps in a row ({self.nonfinite_total} skipped in this run). The last "
-                "checkpoint with finite weights is kept; lower optimizer.lr or check the data "
-                "(loss.max_nonfinite_steps sets the limit)")
+                "checkpoint with finite weights is kept; lower model.optimizer.lr or check the "
+                "data (model.max_nonfinite_steps sets the limit)")
         warnings.warn(f"step {self.global_step} skipped: {why} ({self.nonfinite_total} skipped "
                       "so far)", stacklevel=2)
 
@@ -231,6 +238,7 @@ class EffectEstimator(L.LightningModule):
         self.test_count = 0
         self._test_rows: list[tuple[Tensor, Tensor]] = []  # (indices, (n, metrics)) per batch
         self._test_keys: Optional[list[str]] = None
+        self._test_outputs: list[dict[str, Tensor]] = []
 
     def _audio_metrics(self, prefix: str, y: Tensor, wet: Tensor) -> dict[str, Tensor]:
         per_item = torch.stack([self.mrstft(y[i : i + 1], wet[i : i + 1]) for i in range(len(y))])
@@ -240,9 +248,10 @@ class EffectEstimator(L.LightningModule):
         _, out = self._step(batch, "test", all_terms=True)
         dry, wet, true = out["dry"], out["wet"], out["true"]
         rows = [("model", out["pred"], out["y"], out["gain_pred"])]
-        if self.refine_steps > 0 and self.input_mode == "dry_wet":
+        if self.refine_steps > 0 and self.uses_dry:
             refined = self.refine(dry, wet, out["pred"])
             rows.append(("model+refine", refined, *self.render_target(dry, refined)))
+        final = rows[-1]  # the estimate predict would give: refined when refinement is on
         metrics: dict[str, Tensor] = {}
         mean_norm = torch.full_like(true, 0.5)
         rows.append(("mean", mean_norm, *self.render_target(dry, mean_norm)))
@@ -263,7 +272,43 @@ class EffectEstimator(L.LightningModule):
         if index is None:  # a dataset without indices: count positions (single process only)
             start = sum(len(i) for i, _ in self._test_rows)
             index = torch.arange(start, start + len(values))
-        self._test_rows.append((index.reshape(-1).to(torch.int64), values))
+        index = index.reshape(-1).to(torch.int64)
+        self._test_rows.append((index, values))
+        self._keep_outputs(index, out, final)
+
+    def _keep_outputs(self, index: Tensor, out: dict, final: tuple) -> None:
+        """What the evaluation report shows, kept from the test itself (nothing re-rendered):
+        the true and estimated settings of every example, and the audio and gain curves of the
+        first ``keep_test_examples`` (by example index)."""
+        _, pred, y, gain_pred = final
+        kept = {"index": index.cpu(), "true": out["true"].detach().cpu(),
+                "pred": pred.detach().cpu()}
+        audio = (index < self.keep_test_examples).cpu()
+        if bool(audio.any()):
+            for key, value in (("dry", out["dry"]), ("wet", out["wet"]), ("y", y),
+                               ("gain_true", out["gain_true"]), ("gain_pred", gain_pred)):
+                kept[key] = value.detach().cpu()[audio]
+            kept["audio_index"] = kept["index"][audio]
+        self._test_outputs.append(kept)
+
+    def test_outputs(self) -> dict[str, Tensor]:
+        """The kept test outputs (after ``trainer.test`` on one process), sorted by example
+        index: ``index``, ``true`` and ``pred`` (normalised settings; ``pred`` refined when
+        refinement is on) for every example; ``dry``, ``wet`` (target), ``y`` (rendered at
+        ``pred``), ``gain_true`` and ``gain_pred`` for the first ``keep_test_examples``."""
+        rows = getattr(self, "_test_outputs", [])
+        if not rows:
+            raise RuntimeError("test_outputs() needs a finished trainer.test run")
+        out: dict[str, Tensor] = {}
+        order = torch.argsort(torch.cat([r["index"] for r in rows]))
+        for key in ("index", "true", "pred"):
+            out[key] = torch.cat([r[key] for r in rows])[order]
+        with_audio = [r for r in rows if "audio_index" in r]
+        if with_audio:
+            order = torch.argsort(torch.cat([r["audio_index"] for r in with_audio]))
+            for key in ("dry", "wet", "y", "gain_true", "gain_pred"):
+                out[key] = torch.cat([r[key] for r in with_audio])[order]
+        return out
 
     def on_test_epoch_end(self) -> None:
         """Mean of every metric over the test examples, each counted once: under DDP the

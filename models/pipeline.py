@@ -14,8 +14,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from . import configs  # noqa: F401 - registers the processor config group
 from .checkpoint import (CheckpointError, atomic_checkpoint_io, check_finite_state,
                          check_targets, finite_or_none, load_state, newest_intact_checkpoint)
+from dynfx import functional as F
+
 from .data.datamodule import EffectDataModule
 from .module import RUN_CONFIG_KEY, TRAIN_INFO_KEY, EffectEstimator
 
@@ -25,11 +28,12 @@ log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[EffectEstimator, EffectDataModule]:
-    """Processor, encoder, module and data from a composed config."""
+    """Processor, encoder, module and data from a composed config: the ``model`` group is the
+    LightningModule (loss weights, optimizer, schedule, refinement); the input mode reaches it
+    through the encoder."""
     processor = instantiate(cfg.processor)
     encoder = instantiate(cfg.encoder, num_outputs=processor.count_num_parameters())
-    module = instantiate(cfg.loss, encoder=encoder, processor=processor,
-                         input_mode=cfg.input_mode, optimizer=instantiate(cfg.optimizer))
+    module = instantiate(cfg.model, encoder=encoder, processor=processor)
     module.run_config = OmegaConf.to_container(cfg, resolve=True)
     data = instantiate(cfg.data, num_params=processor.count_num_parameters())
     return module, data
@@ -141,6 +145,20 @@ def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     log.info("initialised from %s (%.1f min of training)", ckpt_path, module.train_seconds / 60)
 
 
+def upgrade_run_config(config: dict) -> dict:
+    """A run config saved before the ``model`` group existed (a ``loss`` group for the module
+    and a top-level ``optimizer``) in today's layout; other configs are returned unchanged."""
+    if "model" in config or "loss" not in config:
+        return config
+    config = dict(config)
+    model = dict(config.pop("loss"))
+    optimizer = config.pop("optimizer", None)
+    if optimizer is not None:
+        model["optimizer"] = optimizer
+    config["model"] = model
+    return config
+
+
 def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
     """Rebuild the module from the config saved in its own checkpoint and load the weights.
 
@@ -153,7 +171,7 @@ def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
         raise CheckpointError(f"{ckpt_path} has no saved run config (not written by train.py?)")
     check_targets(state[RUN_CONFIG_KEY], source=f"checkpoint {ckpt_path}: the saved config")
     check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
-    cfg = OmegaConf.create(state[RUN_CONFIG_KEY])
+    cfg = OmegaConf.create(upgrade_run_config(state[RUN_CONFIG_KEY]))
     module, _ = build(cfg)
     _carry_train_info(module, state)
     try:
@@ -167,32 +185,35 @@ def load_checkpoint(ckpt_path: str) -> tuple[EffectEstimator, DictConfig]:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on the fixed test set; write metrics.json/.csv, a table, plots, audio."""
+    """Test a checkpoint on the fixed test set; write metrics.json/.csv, a table, plots, audio.
+
+    The Trainer and the loggers come from the ``trainer`` and ``logger`` config groups (one
+    device: the report needs every test example in one process); the report is drawn from
+    the test's own outputs (:meth:`EffectEstimator.test_outputs`), nothing is rendered twice."""
     from .report import write_report
 
     if not cfg.get("ckpt_path"):
         raise ValueError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
     module, run_cfg = load_checkpoint(cfg.ckpt_path)
     out_dir = _run_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     data = instantiate(run_cfg.data, num_params=module.processor.count_num_parameters())
-    trainer = L.Trainer(accelerator="cpu" if not torch.cuda.is_available() else "auto",
-                        devices=1, logger=False, enable_checkpointing=False,
-                        inference_mode=False, default_root_dir=str(out_dir))
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+                                     enable_checkpointing=False, default_root_dir=str(out_dir))
+    if trainer.world_size > 1:
+        raise ValueError("evaluate runs on one device (the report needs every test example in "
+                         f"one process); got {trainer.world_size} processes from the trainer "
+                         "config: pass trainer.devices=1")
+    module.keep_test_examples = int(cfg.get("num_examples", 4))
     trainer.test(module, datamodule=data, verbose=False)
     results = module.test_results()
     table = results_table(results, module.processor)
-    wandb_run = None
-    if cfg.get("wandb"):
-        import wandb
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        wandb_run = wandb.init(project="dynfx", dir=str(out_dir), job_type="evaluate",
-                               mode="offline" if cfg.get("wandb_offline", True) else "online",
-                               config={"ckpt_path": str(cfg.ckpt_path)})
-    write_report(module, data, results, table, out_dir, num_examples=cfg.get("num_examples", 4),
-                 wandb_run=wandb_run)
-    if wandb_run is not None:
-        wandb_run.finish()
+    write_report(module, module.test_outputs(), results, table, out_dir, loggers=loggers)
+    for lg in loggers:
+        lg.finalize("success")
+        if type(lg).__name__ == "WandbLogger":
+            lg.experiment.finish()  # closes the run (its offline files complete on disk)
     print(table)
     print(f"\nwrote metrics.json, metrics.csv, results.md, plots and audio to {out_dir}")
     return results
@@ -216,7 +237,7 @@ def _check_output(path: Path) -> Path:
 
 
 def _rms_db(x: torch.Tensor) -> float:
-    return float(10 * torch.log10(x.double().square().mean() + 1e-30))
+    return float(F.power_to_db(x.double().square().mean(), 1e-30))
 
 
 def predict(cfg: DictConfig) -> dict[str, float]:
@@ -234,7 +255,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     fs, channels = run_cfg.data.sample_rate, run_cfg.data.channels
     wet = load_audio(cfg.wet, fs, channels)[None]
     dry = None
-    if module.input_mode == "dry_wet":
+    if module.uses_dry:
         if not cfg.get("dry"):
             raise ValueError("this checkpoint was trained with input_mode=dry_wet: pass dry=FILE")
         dry = load_audio(cfg.dry, fs, channels)[None]

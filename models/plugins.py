@@ -155,7 +155,7 @@ class PluginProcessor(DynamicsProcessor):
         power = F.smooth(x.square().amax(dim=1), power_f["attack_ms"], power_f["release_ms"], sr)
         amplitude = torch.sqrt(power + 1e-20)
         level = F.smooth(amplitude, level_f["attack_ms"], level_f["release_ms"], sr)
-        gain = F.expander_gain(20.0 * torch.log10(level + 1e-10), gain_c["threshold_db"],
+        gain = F.expander_gain(F.amp_to_db(level, 1e-10), gain_c["threshold_db"],
                                gain_c["ratio"], gain_c["knee_db"], "hard")
         return x * torch.pow(10.0, gain / 20.0)[:, None, :], gain
 

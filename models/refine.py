@@ -7,6 +7,8 @@ from typing import Iterable, Optional
 import torch
 from torch import Tensor
 
+from dynfx import functional as F
+
 from .metrics import GAIN_FLOOR_DB
 
 __all__ = ["refine_settings", "sample_gain_db"]
@@ -16,8 +18,7 @@ VALID_AMPLITUDE = 1e-4  # dry samples below -80 dBFS carry no gain information
 
 def sample_gain_db(y: Tensor, x: Tensor) -> Tensor:
     """Gain of ``y`` against ``x`` sample by sample in dB, floored at -100 dB."""
-    return (20 * torch.log10(y.abs() + 1e-12) - 20 * torch.log10(x.abs() + 1e-12)).clamp_min(
-        GAIN_FLOOR_DB)
+    return (F.amp_to_db(y.abs(), 1e-12) - F.amp_to_db(x.abs(), 1e-12)).clamp_min(GAIN_FLOOR_DB)
 
 
 def refine_settings(processor, dry: Tensor, wet: Tensor, init: Tensor, steps: int,

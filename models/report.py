@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -14,10 +15,12 @@ from .data.io import save_audio
 __all__ = ["write_report"]
 
 
-def write_report(module, data, results: dict, table: str, out_dir: Path,
-                 num_examples: int = 4, wandb_run=None) -> None:
+def write_report(module, outputs: dict, results: dict, table: str, out_dir: Path,
+                 loggers: Sequence = ()) -> None:
     """metrics.json/.csv, results.md, params_true_vs_pred.png, curves.png and WAV examples in
-    ``out_dir``; the metrics, plots and audio also go to ``wandb_run`` when given."""
+    ``out_dir``, drawn from the test's own outputs (``module.test_outputs()``: the settings of
+    every example, the audio and gain curves of the first few); the metrics, plots and audio
+    also go to every wandb logger in ``loggers``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,14 +38,7 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
     (out_dir / "results.md").write_text(table + "\n")
 
     proc = module.processor
-    test = data.splits["test"]
-    batch = [test[i] for i in range(len(test))]
-    dry = torch.stack([b["dry"] for b in batch])
-    true = torch.stack([b["norm_params"] for b in batch])
-    wet, gain_true = module.make_target(dry, true)
-    pred = module.estimate(wet, dry if module.input_mode == "dry_wet" else None)
-    with torch.no_grad():
-        y, gain_pred = proc(dry, norm_params=pred, return_gain=True, validate=False)
+    true, pred = outputs["true"], outputs["pred"]
     t_dsp, p_dsp = proc.denormalize(true), proc.denormalize(pred)
 
     # true vs predicted, per parameter
@@ -69,7 +65,12 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
     # static curve and gain over time for a few examples
     fs = proc.sample_rate
     levels = torch.linspace(-80, 0, 161, dtype=torch.float32)
-    n = min(num_examples, len(batch))
+    n = len(outputs.get("dry", ()))
+    if n == 0:
+        _log_media(loggers, results, out_dir, 0, fs)
+        return
+    dry, wet, y = outputs["dry"], outputs["wet"], outputs["y"]
+    gain_true, gain_pred = outputs["gain_true"], outputs["gain_pred"]
     fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n), squeeze=False)
     for i in range(n):
         for norm, style, label in ((true[i : i + 1], "k-", "true"), (pred[i : i + 1], "r--", "pred")):
@@ -96,18 +97,24 @@ def write_report(module, data, results: dict, table: str, out_dir: Path,
     fig.tight_layout()
     fig.savefig(out_dir / "curves.png", dpi=110)
     plt.close(fig)
+    _log_media(loggers, results, out_dir, n, fs)
 
-    if wandb_run is not None:
-        import wandb
 
-        media = {
-            "test/metrics": wandb.Table(columns=["metric", "value"],
-                                        data=[[k, v] for k, v in results.items()]),
-            "test/params_true_vs_pred": wandb.Image(str(out_dir / "params_true_vs_pred.png")),
-            "test/curves": wandb.Image(str(out_dir / "curves.png")),
-        }
-        for i in range(n):
-            for kind in ("dry", "target", "prediction"):
-                media[f"test/example{i}_{kind}"] = wandb.Audio(
-                    str(out_dir / f"example{i}_{kind}.wav"), sample_rate=int(fs))
-        wandb_run.log(media)
+def _log_media(loggers: Sequence, results: dict, out_dir: Path, n: int, fs: float) -> None:
+    """The metrics table, the plots and the audio examples to every wandb logger."""
+    runs = [lg.experiment for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    if not runs:
+        return
+    import wandb
+
+    media = {"test/metrics": wandb.Table(columns=["metric", "value"],
+                                         data=[[k, v] for k, v in results.items()]),
+             "test/params_true_vs_pred": wandb.Image(str(out_dir / "params_true_vs_pred.png"))}
+    if n:
+        media["test/curves"] = wandb.Image(str(out_dir / "curves.png"))
+    for i in range(n):
+        for kind in ("dry", "target", "prediction"):
+            media[f"test/example{i}_{kind}"] = wandb.Audio(
+                str(out_dir / f"example{i}_{kind}.wav"), sample_rate=int(fs))
+    for run in runs:
+        run.log(media)

@@ -36,6 +36,8 @@ def load_script(relpath: str, name: str):
 # -- the training framework's configs (Hydra), composed in-process ------------------------------
 CONF = str(ROOT / "conf")
 
+import models.configs  # noqa: E402,F401 - the processor entries generated from dynfx.PROCESSORS
+
 
 def compose_config(overrides, name="train"):
     """The composed Hydra config ``conf/<name>.yaml`` with ``overrides``."""

@@ -51,6 +51,21 @@ def test_a_clean_checkpoint_loads(tmp_path):
     assert cfg.input_mode == "dry_wet" and not module.training
 
 
+def test_a_checkpoint_from_before_the_model_group_loads(tmp_path):
+    """Run configs saved with a ``loss`` group and a top-level ``optimizer`` (checkpoints
+    written before the ``model`` group) load with the same module settings."""
+    _, config = _checkpoint(tmp_path)
+    old = {k: v for k, v in config.items() if k != "model"}
+    model = dict(config["model"])
+    old["optimizer"] = {**model.pop("optimizer"), "lr": 3.0e-4}
+    old["loss"] = {**model, "w_gain": 0.25}
+    module, _ = build(OmegaConf.create(config))
+    torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: old}, tmp_path / "old.ckpt")
+    module, cfg = load_checkpoint(str(tmp_path / "old.ckpt"))
+    assert "loss" not in cfg and cfg.model.w_gain == 0.25 and cfg.model.optimizer.lr == 3.0e-4
+    assert module.weights["gain"] == 0.25 and module.optimizer_factory.keywords["lr"] == 3.0e-4
+
+
 def test_pickled_payload_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path, _ = _checkpoint(tmp_path, evil=_Payload(str(marker)))

@@ -37,7 +37,7 @@ def _build(*overrides, tmp_path="."):
     ("data.channels=0", "channels must be at least 1"),
     ("data.clip_seconds=0", "clip length must be positive"),
     ("data.clip_samples=-5", "clip length must be positive"),
-    ("loss.w_stft=0 loss.w_param=0 loss.w_gain=0", "not all 0"),
+    ("model.w_stft=0 model.w_param=0 model.w_gain=0", "not all 0"),
 ])
 def test_bad_settings_are_clear_errors(override, match):
     with pytest.raises((ValueError, InstantiationException)) as info:
@@ -67,7 +67,7 @@ def test_a_run_folder_or_mismatched_checkpoint_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("args,match", [
     (["data.batch_size=0"], "batch_size must be at least 1"),
-    (["optimizer.lr=-1"], "learning rate"),
+    (["model.optimizer.lr=-1"], "learning rate"),
     (["ckpt_path=last"], "no checkpoint"),
 ])
 def test_train_prints_one_line(tmp_path, args, match):

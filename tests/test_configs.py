@@ -5,23 +5,32 @@ from __future__ import annotations
 
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 import dynfx
 
+from models.configs import config_name, processor_node
+
 from .conftest import ROOT, compose_config
 
-# the dynfx processors; conf/processor/plugin_*.yaml are the third-party plugin targets
-# (models/plugins.py, tests/test_plugins.py)
-PROCESSORS = sorted(p.stem for p in (ROOT / "conf" / "processor").glob("*.yaml")
-                    if not p.stem.startswith("plugin_"))
+# the dynfx processors' config names (generated from dynfx.PROCESSORS by models.configs);
+# conf/processor/plugin_*.yaml are the third-party plugin targets (models/plugins.py)
+PROCESSORS = sorted(config_name(c) for c in dynfx.PROCESSORS)
 PLUGIN_CONFIGS = sorted(p.stem for p in (ROOT / "conf" / "processor").glob("plugin_*.yaml"))
 
 def test_every_processor_class_has_a_config():
-    def snake(name):
-        out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-        return out.replace("multi_band", "multiband")
-
-    assert sorted(snake(c.__name__) for c in dynfx.PROCESSORS) == PROCESSORS
+    """Each class of the package's list composes as ``processor=<snake_case name>`` into that
+    class with its own defaults; no hand-written file shadows a generated entry."""
+    for cls in dynfx.PROCESSORS:
+        cfg = compose_config([f"processor={config_name(cls)}", "data.sample_rate=22050",
+                              "run_dir=."])
+        proc = instantiate(cfg.processor)
+        assert type(proc) is cls and proc.sample_rate == 22050
+        assert OmegaConf.to_container(cfg.processor, resolve=True) == {
+            **processor_node(cls), "sample_rate": 22050}
+    assert config_name(dynfx.MultiBandNoiseGate) == "multiband_noise_gate"
+    files = {p.stem for p in (ROOT / "conf" / "processor").glob("*.yaml")}
+    assert not files & set(PROCESSORS), "a file would shadow the generated entry"
 
 
 @pytest.mark.parametrize("name", PLUGIN_CONFIGS)
@@ -52,3 +61,19 @@ def test_wrong_group_option_lists_valid_options():
     with pytest.raises(ConfigCompositionException) as e:
         compose_config(["processor=compresor"])
     assert "compressor" in str(e.value) and "limiter" in str(e.value)
+
+
+def test_the_input_mode_is_decided_in_one_place():
+    """The module takes its input mode from the encoder; a different one, or an unknown mode,
+    is a clear error."""
+    from models.encoders import FrameEncoder, uses_dry
+    from models.module import EffectEstimator
+
+    enc = FrameEncoder(6, 44100, input_mode="wet", stem_stride=2, widths=(8,), dilations=(1,))
+    module = EffectEstimator(enc, dynfx.Compressor(44100))
+    assert module.input_mode == "wet" and not module.uses_dry
+    with pytest.raises(ValueError, match="built for 'wet'"):
+        EffectEstimator(enc, dynfx.Compressor(44100), input_mode="dry_wet")
+    with pytest.raises(ValueError, match="input_mode must be one of"):
+        uses_dry("stereo")
+    assert uses_dry("dry_wet") and not uses_dry("wet")

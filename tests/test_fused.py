@@ -8,9 +8,13 @@ import dynfx
 from dynfx._ops.band import band_dynamics
 from dynfx.functional import GAIN_COMPUTERS, process_band, process_band_reference
 
-from .conftest import level_sweep
+from .conftest import SINGLE, level_sweep
 
-CLASSES = (dynfx.Compressor, dynfx.Limiter, dynfx.Expander, dynfx.NoiseGate)
+# every single-band class (each runs process_band), and every gain computer with a kernel branch
+# with the class whose range sets its test amounts
+CLASSES = SINGLE
+KERNEL_COMPUTERS = {name: next(c for c in SINGLE if c.gain_computer == name)
+                    for name, gc in GAIN_COMPUTERS.items() if gc.code is not None}
 
 
 def _band(proc, x, p, reference=False):
@@ -45,7 +49,7 @@ def test_fused_equals_reference(cls, knee, smooth_type, detector):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item()), name
 
 
-@pytest.mark.parametrize("kind", ["compressor", "expander", "gate"])
+@pytest.mark.parametrize("kind", sorted(KERNEL_COMPUTERS))
 @pytest.mark.parametrize("knee", ["hard", "quadratic", "exponential"])
 @pytest.mark.parametrize("detector", ["rms", "peak"])
 def test_fused_gradcheck(kind, knee, detector):
@@ -56,8 +60,11 @@ def test_fused_gradcheck(kind, knee, detector):
     def col(*vals):
         return torch.tensor(vals, dtype=torch.float64, requires_grad=True)
 
-    amount = {"compressor": col(3.3, 1.7), "expander": col(2.5, 4.0), "gate": col(-40.0, -20.0)}
-    params = (col(-25.0, -15.0), amount[kind], col(6.0, 3.0), col(0.3, 0.5), col(0.05, 0.1),
+    # the amount (ratio, range) at 40 % and 70 % of the range of a class that uses this curve
+    spec = KERNEL_COMPUTERS[kind].param_table[GAIN_COMPUTERS[kind].amount]
+    amount = col(*(float(spec.denormalize(torch.tensor(u, dtype=torch.float64)))
+                   for u in (0.4, 0.7)))
+    params = (col(-25.0, -15.0), amount, col(6.0, 3.0), col(0.3, 0.5), col(0.05, 0.1),
               col(1.0, -2.0))
 
     def fn(x, *p):

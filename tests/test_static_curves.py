@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dynfx
+from dynfx.functional import GAIN_COMPUTERS
 
 from .conftest import FS, SINGLE, mid_dsp
 
@@ -15,8 +16,9 @@ def _softplus(v):
 
 
 def spec_gain(kind, knee, L, T, R, W):
-    """SPEC section 3, one level at a time (float64)."""
-    if kind in ("Compressor", "Limiter"):
+    """SPEC section 3, one level at a time (float64); ``kind`` is the gain computer's name in
+    the registry (``dynfx.functional.GAIN_COMPUTERS``), ``R`` its amount (ratio or range)."""
+    if kind == "compressor":
         s = 1.0 / R - 1.0
         if knee == "hard" or W == 0:
             return s * (L - T) if L > T else 0.0
@@ -28,7 +30,7 @@ def spec_gain(kind, knee, L, T, R, W):
             return s * (L - T + W / 2) ** 2 / (2 * W)
         k = 4.0 / W
         return s * _softplus(k * (L - T)) / k
-    if kind == "Expander":
+    if kind == "expander":
         r = R - 1.0
         if knee == "hard" or W == 0:
             return r * (L - T) if L < T else 0.0
@@ -40,7 +42,7 @@ def spec_gain(kind, knee, L, T, R, W):
             return -r * (L - T - W / 2) ** 2 / (2 * W)
         k = 4.0 / W
         return -r * _softplus(-k * (L - T)) / k
-    # NoiseGate, R is range_db
+    assert kind == "gate", f"no independent reference for the gain computer {kind!r}"
     if knee == "hard" or W == 0:
         s = 1.0 if L > T else 0.0
     elif knee == "quadratic":
@@ -82,10 +84,10 @@ def test_static_curve_matches_spec(cls, knee):
     T, W = dsp["threshold_db"], dsp["knee_db"]
     grid = list(np.arange(-95.0, 0.01, 2.5)) + list(T + W * np.linspace(-0.6, 0.6, 13))
     amp, g = constant_levels(proc, dsp, grid, n=int(0.05 * FS) + 4410)
-    amount = dsp["range_db"] if cls is dynfx.NoiseGate else dsp["ratio"]
+    amount = dsp[GAIN_COMPUTERS[cls.gain_computer].amount]
     for a, gain in zip(amp.numpy(), g.numpy()):
         L = _detector_level(proc, a)
-        expected = spec_gain(cls.__name__, knee, L, T, amount, W)
+        expected = spec_gain(cls.gain_computer, knee, L, T, amount, W)
         assert abs(gain - expected) < 0.01, (L, gain, expected)
     # makeup is applied on top of the gain (and is not part of gain_db)
     if "makeup_db" in dsp:

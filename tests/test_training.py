@@ -40,9 +40,10 @@ def test_evaluate_and_predict_on_a_trained_checkpoint(tmp_path, monkeypatch):
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     ev_dir = tmp_path / "eval"
-    cfg = compose_config([f"ckpt_path={ckpt}", f"run_dir={ev_dir}", "wandb=true"], name="evaluate")
+    cfg = compose_config([f"ckpt_path={ckpt}", f"run_dir={ev_dir}", "logger=wandb"],
+                         name="evaluate")
     results = evaluate(cfg)
-    assert list((ev_dir / "wandb").glob("offline-run-*")), "evaluate with wandb=true logs offline"
+    assert list((ev_dir / "wandb").glob("offline-run-*")), "evaluate with logger=wandb logs offline"
     for name in ("metrics.json", "metrics.csv", "results.md", "params_true_vs_pred.png",
                  "curves.png", "example0_dry.wav", "example0_target.wav",
                  "example0_prediction.wav"):
@@ -65,6 +66,36 @@ def test_evaluate_and_predict_on_a_trained_checkpoint(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "pred.json").read_text()) == pytest.approx(settings)
 
 
+def test_the_report_outputs_are_the_tests_own(tmp_path):
+    """What evaluate's report draws (test_outputs) equals an independent pass over the same
+    test examples: targets rendered at the true settings, the (refined) estimate, its render."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    from models.pipeline import load_checkpoint
+
+    train_tiny(tmp_path / "run", "model.refine_steps=3")
+    module, run_cfg = load_checkpoint(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    data = instantiate(run_cfg.data, num_params=module.processor.count_num_parameters())
+    module.keep_test_examples = 2
+    L.Trainer(logger=False, enable_checkpointing=False, inference_mode=False,
+              enable_progress_bar=False, default_root_dir=str(tmp_path)).test(
+        module, datamodule=data, verbose=False)
+    out = module.test_outputs()
+    test = data.splits["test"]
+    assert out["index"].tolist() == list(range(len(test))) and len(out["dry"]) == 2
+    dry = torch.stack([test[i]["dry"] for i in range(len(test))])
+    true = torch.stack([test[i]["norm_params"] for i in range(len(test))])
+    wet, gain = module.make_target(dry, true)
+    pred = module.estimate(wet, dry)
+    y, gain_pred = module.render_target(dry, pred)
+    assert torch.equal(out["true"], true) and torch.allclose(out["pred"], pred, atol=1e-6)
+    assert torch.equal(out["dry"], dry[:2]) and torch.allclose(out["wet"], wet[:2])
+    assert torch.allclose(out["gain_true"], gain[:2])
+    assert torch.allclose(out["y"], y[:2], atol=1e-5)
+    assert torch.allclose(out["gain_pred"], gain_pred[:2], atol=1e-3)
+
+
 def test_resume_from_last_continues_the_step_count(tmp_path):
     train_tiny(tmp_path, "trainer.max_epochs=1")
     first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
@@ -82,7 +113,7 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
     train_tiny(tmp_path / "base", "trainer.max_epochs=1")
     base = torch.load(tmp_path / "base" / "checkpoints" / "last.ckpt", weights_only=False)
     # lr 0: the fine-tuned weights must be exactly the base's after an epoch
-    train_tiny(tmp_path / "tuned", "trainer.max_epochs=1", "optimizer.lr=0.0",
+    train_tiny(tmp_path / "tuned", "trainer.max_epochs=1", "model.optimizer.lr=0.0",
                 f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
     tuned = torch.load(tmp_path / "tuned" / "checkpoints" / "last.ckpt", weights_only=False)
     assert tuned["epoch"] == 0 and tuned["global_step"] == base["global_step"]

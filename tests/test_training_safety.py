@@ -38,7 +38,7 @@ def _assert_no_bad_outputs(run: Path):
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
-    out = _train(tmp_path, "optimizer.lr=1e3")
+    out = _train(tmp_path, "model.optimizer.lr=1e3")
     assert out.returncode == 3, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "training stopped" in errors[0] and "in a row" in errors[0]

@@ -287,9 +287,10 @@ def band_dynamics(
     parameter (ratio or range_db); ``computer`` is an entry of
     :data:`dynfx.functional.GAIN_COMPUTERS` (its curve, kernel code and kernel amount);
     ``k_att``/``k_rel`` are new-sample weights (equal for "iir" smoothing). CPU tensors run the
-    fused kernel, other devices :func:`band_dynamics_reference`.
+    fused kernel, other devices (and a gain computer without a kernel branch, ``code=None``)
+    :func:`band_dynamics_reference`.
     """
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or computer.code is None:
         return band_dynamics_reference(x, threshold_db, amount, knee_db, k_att, k_rel,
                                        makeup_db, computer, knee_type, detector)
     return _FusedBand.apply(

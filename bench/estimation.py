@@ -135,6 +135,13 @@ def main(argv=None) -> int:
 
     cases = [_model_case(c, pm, log) for c in args.ckpt] + [_baseline_case(b, pm)
                                                             for b in args.baseline]
+    seen: dict = {}
+    for case, source in zip(cases, [*args.ckpt, *args.baseline]):
+        key = (case.name, case.mode)
+        if key in seen:  # one group per (processor, mode): the later one would replace it
+            ap.error(f"{source} and {seen[key]} are both {key[0]} / {key[1]}: the records of "
+                     "one run hold one of them; run them separately with --out")
+        seen[key] = source
     sets = []
     if not args.no_builtin:
         sets.append(("builtin", pm.builtin_set(args.n, seed)))

@@ -303,6 +303,12 @@ def test_cli_runs_the_baselines_of_a_wet_case(tmp_path, capsys):
     assert (tmp_path / "per_example" / "builtin_NoiseGate_wet.json").exists()
     with pytest.raises(SystemExit):
         cli.main(["--n", "2"])
+    # two sources for one (processor, mode) group: refused before any work (one would be lost)
+    with pytest.raises(SystemExit):
+        cli.main(["--baseline", "noise_gate:wet", "--baseline", "noise_gate:wet", "--n", "2",
+                  "--out", str(tmp_path / "twice")])
+    assert "both NoiseGate / wet" in capsys.readouterr().err
+    assert not (tmp_path / "twice").exists()
 
 
 def test_target_rows_check_every_identifiable_setting_against_mean():

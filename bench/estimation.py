@@ -52,6 +52,8 @@ def _baseline_case(spec: str, pm):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
+    import models.configs  # noqa: F401 - the processor config group (generated)
+
     name, _, mode = spec.partition(":")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

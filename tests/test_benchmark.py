@@ -311,6 +311,22 @@ def test_cli_runs_the_baselines_of_a_wet_case(tmp_path, capsys):
     assert not (tmp_path / "twice").exists()
 
 
+def test_cli_baseline_from_the_command_line(tmp_path):
+    """The script composes the processor's config on its own (a fresh process: nothing
+    registered by the test session)."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "estimation.py"), "--baseline",
+                          "expander:wet", "--n", "1", "--step-counts", "", "--out",
+                          str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {r["processor"] for r in json.loads((tmp_path / "results.json").read_text())} == {
+        "Expander"}
+
+
 def test_target_rows_check_every_identifiable_setting_against_mean():
     def rec(est, metric, value, subset="identifiable", stat="median", mode="wet"):
         return {"set": "builtin", "processor": "Limiter", "mode": mode, "estimator": est,

@@ -3,6 +3,7 @@ classes (:data:`dynfx.PROCESSORS`): ``processor=compressor``, ``processor=multib
 and so on, one per class, each with the class's defaults for ``num_bands``, ``knee_type`` and
 ``smooth_type`` (so ``processor.knee_type=hard`` overrides them). A new class in the list is a
 config option without a file; ``conf/processor/`` holds only the third-party plugin targets.
+Also the ``by_mode`` resolver of the recipes.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import inspect
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 import dynfx
 
-__all__ = ["config_name", "processor_node", "register_processor_configs"]
+__all__ = ["config_name", "processor_node", "register_processor_configs", "by_mode"]
 
 SHOWN_ARGUMENTS = ("num_bands", "knee_type", "smooth_type")
 
@@ -42,4 +44,13 @@ def register_processor_configs() -> None:
         store.store(group="processor", name=config_name(cls), node=processor_node(cls))
 
 
+def by_mode(input_mode: str, dry_wet, wet):
+    """``${by_mode:${input_mode},A,B}`` in a recipe: A in dry_wet mode, B in wet mode (a recipe
+    whose best settings differ between the input modes stays one file)."""
+    from .encoders import uses_dry
+
+    return dry_wet if uses_dry(input_mode) else wet
+
+
 register_processor_configs()
+OmegaConf.register_new_resolver("by_mode", by_mode, replace=True)

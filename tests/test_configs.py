@@ -77,3 +77,12 @@ def test_the_input_mode_is_decided_in_one_place():
     with pytest.raises(ValueError, match="input_mode must be one of"):
         uses_dry("stereo")
     assert uses_dry("dry_wet") and not uses_dry("wet")
+
+
+@pytest.mark.parametrize("mode,split,epochs", [("dry_wet", 3, 3), ("wet", 0, 5)])
+def test_a_recipe_can_differ_between_the_input_modes(mode, split, epochs):
+    cfg = compose_config(["experiment=est_multiband_limiter", f"input_mode={mode}", "run_dir=."])
+    assert cfg.encoder.band_split == split and cfg.trainer.max_epochs == epochs
+    with pytest.raises(ValueError, match="input_mode must be one of"):
+        compose_config(["experiment=est_multiband_limiter", "input_mode=mono",
+                        "run_dir=."]).encoder.band_split

@@ -124,14 +124,17 @@ def _case(impl: str, proc: str, size, run: Callable[[bool], None]) -> Case:
     return Case(impl, proc, size, fwd, lambda: run(True))
 
 
-def dynfx_case(cls, size, device) -> Case:
+def dynfx_case(cls, size, device, impl: str = "dynfx") -> Case:
+    """A dynfx processor class (of this or another copy of the package, see
+    ``compare_revisions.py``) at ``size``: the Compressor at the reference settings, the others
+    at the middle of every normalised range."""
     b = size[0]
     x = _audio(size, device)
     proc = cls(sample_rate=FS)
 
     def run(grad):
         xx = x.detach().requires_grad_(grad)
-        if cls is dynfx.Compressor:
+        if cls.__name__ == "Compressor":
             kw = {"dsp_params": {k: torch.full((b,), v, device=device, requires_grad=grad)
                                  for k, v in COMP.items()}}
         else:
@@ -141,7 +144,7 @@ def dynfx_case(cls, size, device) -> Case:
         if grad:
             y.sum().backward()
 
-    return _case("dynfx", cls.__name__, size, run)
+    return _case(impl, cls.__name__, size, run)
 
 
 def torchcomp_case(size, device) -> Optional[Case]:

@@ -18,8 +18,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,27 +39,6 @@ def load_base(checkout: Path):
     return module
 
 
-def case(lib, label: str, name: str, size: tuple) -> bp.Case:
-    cls = getattr(lib, name)
-    b = size[0]
-    x = bp._audio(size, "cpu")
-    proc = cls(sample_rate=bp.FS)
-
-    def run(grad):
-        xx = x.detach().requires_grad_(grad)
-        if name == "Compressor":
-            kw = {"dsp_params": {k: torch.full((b,), v, requires_grad=grad)
-                                 for k, v in bp.COMP.items()}}
-        else:
-            u = torch.full((b, proc.count_num_parameters()), 0.5)
-            kw = {"norm_params": u.requires_grad_(grad)}
-        y = proc(xx, **kw)
-        if grad:
-            y.sum().backward()
-
-    return bp._case(label, name, size, run)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, required=True, help="the other checkout's folder")
@@ -74,7 +51,7 @@ def main(argv=None) -> None:
     names = ([n for n in args.processors.split(",") if n] or
              [c.__name__ for c in dynfx.PROCESSORS if hasattr(base, c.__name__)])
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
-    cases = [case(lib, label, n, s) for s in sizes for n in names
+    cases = [bp.dynfx_case(getattr(lib, n), s, "cpu", impl=label) for s in sizes for n in names
              for lib, label in ((base, "base"), (dynfx, "this"))]
     bp.run_rounds(cases, "cpu", args.reps)
     rows, records = [], []

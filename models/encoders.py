@@ -110,7 +110,7 @@ class _Features(nn.Module):
     def __init__(self, sample_rate: int, input_mode: str, env_hop_ms: float, n_mels: int = 64,
                  use_mel: bool = True):
         super().__init__()
-        self.dry_wet = uses_dry(input_mode)
+        self.uses_dry = uses_dry(input_mode)
         self.input_mode = input_mode
         self.hop = max(1, int(round(env_hop_ms * sample_rate / 1000)))
         self.mel = (
@@ -121,14 +121,14 @@ class _Features(nn.Module):
 
     def envelopes(self, wet: Tensor, dry: Tensor | None) -> tuple[Tensor, Tensor | None]:
         env_wet = level_envelope_db(wet, self.hop)
-        if not self.dry_wet:
+        if not self.uses_dry:
             return env_wet[:, None] / 20.0, None
         env_dry = level_envelope_db(dry, self.hop)
         stack = torch.stack([env_wet, env_dry, env_wet - env_dry], dim=1) / 20.0
         return stack, gain_level_profile(env_dry, env_wet)
 
     def log_mel(self, wet: Tensor, dry: Tensor | None) -> Tensor:
-        sigs = [wet, dry] if self.dry_wet else [wet]
+        sigs = [wet, dry] if self.uses_dry else [wet]
         mels = [torch.log(self.mel(s.mean(dim=1)) + 1e-6) for s in sigs]  # (B, M, F) each
         return torch.stack(mels, dim=1) / 10.0
 
@@ -167,7 +167,7 @@ class EnvelopeEncoder(nn.Module):
         super().__init__()
         self.features = _Features(sample_rate, input_mode, env_hop_ms, use_mel=False)
         self.input_mode = input_mode
-        dry_wet = self.features.dry_wet
+        dry_wet = self.features.uses_dry
         self.env_net = _conv1d_stack(3 if dry_wet else 1, width, layers)
         extra = PROFILE_SIZE if dry_wet else 0
         self.head = _head(3 * width + extra, hidden, num_outputs)
@@ -193,7 +193,7 @@ class MelEnvelopeEncoder(nn.Module):
         super().__init__()
         self.features = _Features(sample_rate, input_mode, env_hop_ms, n_mels=n_mels)
         self.input_mode = input_mode
-        dry_wet = self.features.dry_wet
+        dry_wet = self.features.uses_dry
         mel_ch = 2 if dry_wet else 1
         self.mel_net = nn.Sequential(
             nn.Conv2d(mel_ch, 16, 3, padding=1), nn.GELU(), nn.MaxPool2d(2),
@@ -350,7 +350,7 @@ class FrameEncoder(nn.Module):
                  hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0,
                  wet_profile: bool = False, band_split: int = 0):
         super().__init__()
-        self.dry_wet = dry_wet = uses_dry(input_mode)
+        self.uses_dry = dry_wet = uses_dry(input_mode)
         self.input_mode = input_mode
         self.hop = max(1, int(round(hop_ms * sample_rate / 1000)))
         self.sub_blocks = int(sub_blocks)
@@ -407,8 +407,8 @@ class FrameEncoder(nn.Module):
         ranges = torch.tensor(crossover_ranges(nb, sample_rate), dtype=torch.float64)
         self.register_buffer("xover_ranges", ranges, persistent=False)
         self.sample_rate = sample_rate
-        k = (4 if self.dry_wet else 1) + 2 * self.sub_blocks
-        profile = PROFILE_SIZE if self.dry_wet else MOTION_PROFILE_SIZE
+        k = (4 if self.uses_dry else 1) + 2 * self.sub_blocks
+        profile = PROFILE_SIZE if self.uses_dry else MOTION_PROFILE_SIZE
         self.band_head = _head(3 * k + profile + nb, hidden, self.per_band)
 
     def _band_stage(self, out: Tensor, wet: Tensor, dry: Tensor | None) -> Tensor:
@@ -440,9 +440,9 @@ class FrameEncoder(nn.Module):
         return 16 * self.hop
 
     def forward(self, wet: Tensor, dry: Tensor | None = None) -> Tensor:
-        if self.dry_wet and dry is None:
+        if self.uses_dry and dry is None:
             raise ValueError("FrameEncoder(input_mode='dry_wet') needs the dry audio")
-        dry = dry if self.dry_wet else None
+        dry = dry if self.uses_dry else None
         feats = frame_features(wet, dry, self.hop, self.sub_blocks)
         if feats.shape[-1] < 16:
             raise ValueError(f"FrameEncoder: the audio is too short ({wet.shape[-1]} samples); "

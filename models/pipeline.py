@@ -14,11 +14,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dynfx import functional as F
+
 from . import configs  # noqa: F401 - registers the processor config group
 from .checkpoint import (CheckpointError, atomic_checkpoint_io, check_finite_state,
                          check_targets, finite_or_none, load_state, newest_intact_checkpoint)
-from dynfx import functional as F
-
 from .data.datamodule import EffectDataModule
 from .module import RUN_CONFIG_KEY, TRAIN_INFO_KEY, EffectEstimator
 
@@ -190,7 +190,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     The Trainer and the loggers come from the ``trainer`` and ``logger`` config groups (one
     device: the report needs every test example in one process); the report is drawn from
     the test's own outputs (:meth:`EffectEstimator.test_outputs`), nothing is rendered twice."""
-    from .report import write_report
+    from .report import wandb_runs, write_report
 
     if not cfg.get("ckpt_path"):
         raise ValueError("evaluate.py needs ckpt_path=/path/to/checkpoint.ckpt")
@@ -212,8 +212,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     write_report(module, module.test_outputs(), results, table, out_dir, loggers=loggers)
     for lg in loggers:
         lg.finalize("success")
-        if type(lg).__name__ == "WandbLogger":
-            lg.experiment.finish()  # closes the run (its offline files complete on disk)
+    for run in wandb_runs(loggers):
+        run.finish()  # closes the run (its offline files complete on disk)
     print(table)
     print(f"\nwrote metrics.json, metrics.csv, results.md, plots and audio to {out_dir}")
     return results

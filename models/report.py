@@ -12,7 +12,7 @@ import torch
 from .checkpoint import finite_or_none
 from .data.io import save_audio
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "wandb_runs"]
 
 
 def write_report(module, outputs: dict, results: dict, table: str, out_dir: Path,
@@ -100,9 +100,16 @@ def write_report(module, outputs: dict, results: dict, table: str, out_dir: Path
     _log_media(loggers, results, out_dir, n, fs)
 
 
+def wandb_runs(loggers: Sequence) -> list:
+    """The wandb runs of the wandb loggers among ``loggers``."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [lg.experiment for lg in loggers if isinstance(lg, WandbLogger)]
+
+
 def _log_media(loggers: Sequence, results: dict, out_dir: Path, n: int, fs: float) -> None:
     """The metrics table, the plots and the audio examples to every wandb logger."""
-    runs = [lg.experiment for lg in loggers if type(lg).__name__ == "WandbLogger"]
+    runs = wandb_runs(loggers)
     if not runs:
         return
     import wandb

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ._ops.biquad import biquad
+from ._ops.split import FUSED_MAX_BANDS, fused_split, split_topology
 
 __all__ = [
     "F_LO",
@@ -28,6 +29,7 @@ __all__ = [
     "lr4_highpass",
     "allpass2",
     "split_bands",
+    "split_bands_stacked",
 ]
 
 F_LO = 20.0
@@ -123,3 +125,32 @@ def split_bands(x: Tensor, freqs: list[Tensor], sample_rate: float) -> list[Tens
         rest = lr4_highpass(rest, f, sample_rate)
     bands.append(rest)
     return bands
+
+
+def split_coeffs(freqs: list[Tensor], sample_rate: float) -> Tensor:
+    """The (B, S, 5) float64 ``(b0, b1, b2, a1, a2)`` of every stage of the fused split
+    (:func:`dynfx._ops.split.split_topology` for ``len(freqs) + 1`` bands)."""
+    stages, _, _ = split_topology(len(freqs) + 1)
+    cache: dict[tuple[str, int], Tensor] = {}
+    rows = []
+    for kind, i in stages:
+        if (kind, i) not in cache:
+            b, a = biquad_coeffs(kind, freqs[i], sample_rate)
+            cache[kind, i] = torch.cat([b, a[:, 1:]], dim=1)
+        rows.append(cache[kind, i])
+    return torch.stack(rows, dim=1)
+
+
+def split_bands_stacked(x: Tensor, freqs: list[Tensor], sample_rate: float) -> Tensor:
+    """:func:`split_bands` with the bands stacked as (B, len(freqs) + 1, C, T).
+
+    On CPU (float32, float64, up to :data:`~dynfx._ops.split.FUSED_MAX_BANDS` bands) the whole
+    split is one fused pass over the input (:func:`dynfx._ops.split.fused_split`: every biquad
+    state of a row in registers, the backward pass recomputing chunk by chunk); elsewhere the
+    separate biquad passes of :func:`split_bands`, stacked. Both compute the same bands (float64
+    recursion).
+    """
+    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and len(freqs) + 1 <= FUSED_MAX_BANDS):
+        return fused_split(x, split_coeffs(freqs, sample_rate), len(freqs) + 1)
+    return torch.stack(split_bands(x, freqs, sample_rate), dim=1)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
-from ..crossover import crossover_ranges, split_bands
+from ..crossover import crossover_ranges, split_bands_stacked
 from ..params import EffectParam
 from .base import DynamicsProcessor, check_choice
 from .single import Limiter, NoiseGate
@@ -71,17 +71,19 @@ class _MultiBand(DynamicsProcessor):
         return table
 
     def _process(self, x: Tensor, p: dict[str, Tensor]):
-        freqs = [p[f"crossover{i}_freq"] for i in range(self.num_bands - 1)]
-        bands = split_bands(x, freqs, self.sample_rate)
-        y = None
-        gains = []
-        for i, band in enumerate(bands):
-            band_p = {n: p[f"band{i}_{n}"] for n in self.band_param_names}
-            y_band, gain_db = F.process_band(band, band_p, self.gain_computer, self.knee_type,
-                                             self.detector, self.smooth_type, self.sample_rate)
-            y = y_band if y is None else (y + y_band if i == 1 else y.add_(y_band))
-            gains.append(gain_db)
-        return y, torch.stack(gains, dim=1)  # (B, C, T), (B, num_bands, T)
+        # The bands come stacked as (B, N, C, T) and run through one band op as B * N rows (each
+        # band of each item with its own linked detector and settings), then are summed.
+        n = self.num_bands
+        freqs = [p[f"crossover{i}_freq"] for i in range(n - 1)]
+        bands = split_bands_stacked(x, freqs, self.sample_rate)
+        batch, _, channels, steps = bands.shape
+        band_p = {name: torch.stack([p[f"band{i}_{name}"] for i in range(n)], dim=1).reshape(-1)
+                  for name in self.band_param_names}
+        y, gain_db = F.process_band(bands.reshape(batch * n, channels, steps), band_p,
+                                    self.gain_computer, self.knee_type, self.detector,
+                                    self.smooth_type, self.sample_rate)
+        # (B, C, T), (B, num_bands, T)
+        return y.view(batch, n, channels, steps).sum(dim=1), gain_db.view(batch, n, steps)
 
 
 class MultiBandCompressor(_MultiBand):

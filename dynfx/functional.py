@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ._ops.band import band_dynamics, band_dynamics_reference
 from ._ops.ballistics import ballistics
+from ._ops.transient import (HOLD_RELEASE_FACTOR, SOUNDING_HIGH_DB, SOUNDING_LOW_DB,
+                             TRANSIENT_FULL_DB, transient_gain_reference, transient_shaper)
 
 __all__ = [
     "KNEE_TYPES",
@@ -41,6 +43,12 @@ __all__ = [
     "process_band",
     "process_band_reference",
     "transient_gain",
+    "transient_coefs",
+    "process_transient",
+    "TRANSIENT_FULL_DB",
+    "HOLD_RELEASE_FACTOR",
+    "SOUNDING_LOW_DB",
+    "SOUNDING_HIGH_DB",
 ]
 
 KNEE_TYPES = ("hard", "quadratic", "exponential")
@@ -306,17 +314,6 @@ def process_band_reference(x: Tensor, p: Mapping[str, Tensor], gain_computer: st
 # ---------------------------------------------------------------------------------------------
 # Transient shaper
 # ---------------------------------------------------------------------------------------------
-TRANSIENT_FULL_DB = 6.0  # fast-minus-slow level difference at which a sample counts as all onset
-HOLD_RELEASE_FACTOR = 10.0  # the hold follower releases this many times slower than release_ms
-SOUNDING_LOW_DB = -50.0  # slow level this far below the hold level: silence (psi = 0)
-SOUNDING_HIGH_DB = -30.0  # ... and this close to it: a sounding note (psi = 1)
-
-
-def _smoothstep(u: Tensor) -> Tensor:
-    u = torch.clamp(u, 0.0, 1.0)
-    return u.square() * (3.0 - 2.0 * u)
-
-
 def transient_gain(
     d: Tensor,
     attack_db: Tensor,
@@ -340,14 +337,31 @@ def transient_gain(
     ``attack_db * phi + sustain_db * (1 - phi) * psi``. It only uses level differences, so it does
     not depend on the input's scale, and it is causal.
     """
-    fast = smooth(d, fast_ms, release_ms, sample_rate, smooth_type)
-    # The slow follower smooths the fast envelope rather than d itself: the fast envelope has no
-    # detector ripple, and once a note decays faster than the release both release together, so
-    # D falls below 0 in tails instead of freezing at its value from the onset.
-    slow = smooth(fast, slow_ms, release_ms, sample_rate, smooth_type)
-    hold = smooth(fast, fast_ms, HOLD_RELEASE_FACTOR * release_ms, sample_rate, smooth_type)
-    l_fast, l_slow, l_hold = (level_db(e, detector) for e in (fast, slow, hold))
-    phi = _smoothstep((l_fast - l_slow) / TRANSIENT_FULL_DB)
-    psi = _smoothstep((l_slow - l_hold - SOUNDING_LOW_DB) / (SOUNDING_HIGH_DB - SOUNDING_LOW_DB))
-    return attack_db[:, None] * phi + sustain_db[:, None] * (1.0 - phi) * psi
+    k = transient_coefs(fast_ms, slow_ms, release_ms, sample_rate, smooth_type)
+    return transient_gain_reference(d, attack_db, sustain_db, k, detector)
 
+
+def transient_coefs(fast_ms: Tensor, slow_ms: Tensor, release_ms: Tensor, sample_rate: float,
+                    smooth_type: str = "ballistics") -> Tensor:
+    """The (B, 6) new-sample weights of the transient shaper's followers: fast (``fast_ms``,
+    ``release_ms``), slow (``slow_ms``, ``release_ms``), hold (``fast_ms``,
+    ``HOLD_RELEASE_FACTOR * release_ms``), each (attack, release) as :func:`smoothing_coefs`
+    gives them."""
+    pairs = [smoothing_coefs(a, r, sample_rate, smooth_type)
+             for a, r in ((fast_ms, release_ms), (slow_ms, release_ms),
+                          (fast_ms, HOLD_RELEASE_FACTOR * release_ms))]
+    return torch.stack([k for pair in pairs for k in pair], dim=1)
+
+
+def process_transient(x: Tensor, p: Mapping[str, Tensor], sample_rate: float,
+                      smooth_type: str = "ballistics",
+                      detector: str = "rms") -> tuple[Tensor, Tensor]:
+    """The transient shaper on (B, C, T) audio: ``(y, gain_db)`` with ``y = x 10^(g / 20)`` and
+    ``g`` the gain of :func:`transient_gain` on the linked detector signal. ``p`` holds the (B,)
+    parameters attack_db, sustain_db, fast_ms, slow_ms, release_ms. CPU tensors run one fused
+    operation (:func:`dynfx._ops.transient.transient_shaper`), other devices separate PyTorch
+    operations."""
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    k = transient_coefs(p["fast_ms"], p["slow_ms"], p["release_ms"], sample_rate, smooth_type)
+    return transient_shaper(x, p["attack_db"], p["sustain_db"], k, detector)

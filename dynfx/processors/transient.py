@@ -58,16 +58,4 @@ class TransientShaper(DynamicsProcessor):
         return dict(self.param_table)
 
     def _process(self, x: Tensor, p: dict[str, Tensor]):
-        d = F.detect(x, self.detector)
-        gain_db = F.transient_gain(
-            d,
-            p["attack_db"],
-            p["sustain_db"],
-            p["fast_ms"],
-            p["slow_ms"],
-            p["release_ms"],
-            self.sample_rate,
-            self.smooth_type,
-            self.detector,
-        )
-        return x * F.db_to_amp(gain_db)[:, None, :], gain_db
+        return F.process_transient(x, p, self.sample_rate, self.smooth_type, self.detector)

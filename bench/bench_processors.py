@@ -86,6 +86,7 @@ class Case:
         self.fwd, self.fwdbwd = fwd, fwdbwd
         self.times: dict[str, list[float]] = {"fwd": [], "fwdbwd": []}
         self.peak_mib: Optional[float] = None
+        self.bands = 1
 
 
 def run_rounds(cases: list[Case], device: str, reps: int, warmup: int = 2) -> None:
@@ -144,7 +145,9 @@ def dynfx_case(cls, size, device, impl: str = "dynfx") -> Case:
         if grad:
             y.sum().backward()
 
-    return _case(impl, cls.__name__, size, run)
+    case = _case(impl, cls.__name__, size, run)
+    case.bands = getattr(proc, "num_bands", None) or 1
+    return case
 
 
 def torchcomp_case(size, device) -> Optional[Case]:
@@ -191,6 +194,81 @@ def difffx_case(size, device) -> Optional[Case]:
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------
+# refinement (analysis by synthesis): cost of a step against the processor's own fwd+bwd
+# ----------------------------------------------------------------------------------------------
+REFINE_SIZES = ((1, 1, 131072), (1, 2, 131072))
+CLIP_SECONDS = 3.0
+CLIP_STEPS = 50
+
+
+def refinement_rows(classes, device: str, reps: int, batch: int) -> list[dict]:
+    """Per processor: at each of REFINE_SIZES, the processor's fwd+bwd as a refinement step
+    calls it (normalised settings with gradient, validate=False, fixed audio) and one step of
+    :func:`models.refine.refine_settings` (the mean over 10 steps of one call), interleaved;
+    then the wall time of 50 steps on one 3-second stereo clip and per clip on ``batch`` clips
+    refined together in one batch."""
+    from models.refine import refine_settings
+
+    rows = []
+    for cls in classes:
+        proc = cls(sample_rate=FS)
+        n_par = proc.count_num_parameters()
+        g = torch.Generator().manual_seed(1)
+        for size in REFINE_SIZES:
+            dry = _audio(size, device)
+            true = torch.rand(size[0], n_par, generator=g).to(device)
+            with torch.no_grad():
+                wet = proc(dry, norm_params=true)
+            init = torch.full_like(true, 0.5)
+            u = init.clone().requires_grad_(True)
+
+            def fwdbwd():
+                proc(dry, norm_params=u, validate=False).sum().backward()
+
+            def step(k=10):
+                refine_settings(proc, dry, wet, init, k)
+
+            case = Case("dynfx", cls.__name__, size, fwdbwd, lambda: step())
+            run_rounds([case], device, reps, warmup=1)
+            fb = statistics.median(case.times["fwd"]) * 1e3
+            st = statistics.median(case.times["fwdbwd"]) * 1e3 / 10
+            rows.append({"processor": cls.__name__, "what": "step", "size": "x".join(map(str, size)),
+                         "fwdbwd_ms": fb, "step_ms": st, "steps_per_s": 1e3 / st,
+                         "step_vs_fwdbwd": st / fb})
+        n = int(CLIP_SECONDS * FS)
+        for b in (1, batch):
+            dry = _audio((b, 2, n), device)
+            true = torch.rand(b, n_par, generator=g).to(device)
+            with torch.no_grad():
+                wet = proc(dry, norm_params=true)
+            init = torch.full_like(true, 0.5)
+            refine_settings(proc, dry[:1, :, :4096], wet[:1, :, :4096], init[:1], 2)  # warm
+            times = []
+            for _ in range(3):
+                _sync(device)
+                t0 = time.perf_counter()
+                refine_settings(proc, dry, wet, init, CLIP_STEPS)
+                _sync(device)
+                times.append(time.perf_counter() - t0)
+            rows.append({"processor": cls.__name__, "what": f"{CLIP_STEPS} steps, 3-s clip",
+                         "size": f"{b}x2x{n}", "s_per_clip": statistics.median(times) / b})
+    return rows
+
+
+def print_refinement(rows: list[dict]) -> None:
+    head = ["processor", "size", "fwd+bwd ms", "step ms", "steps / s", "step / fwd+bwd",
+            f"s per clip ({CLIP_STEPS} steps)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["processor"], r["size"], _fmt(r.get("fwdbwd_ms")), _fmt(r.get("step_ms")),
+            _fmt(r.get("steps_per_s"), ".0f"), _fmt(r.get("step_vs_fwdbwd"), ".2f"),
+            _fmt(r.get("s_per_clip"), ".2f"),
+        ]) + " |")
+    print("\n".join(lines))
+
+
 def machine(device: str) -> dict:
     info = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -218,7 +296,7 @@ def summarise(cases: list[Case]) -> list[dict]:
         fwd = statistics.median(c.times["fwd"]) * 1e3
         fb = statistics.median(c.times["fwdbwd"]) * 1e3
         row = {"impl": c.impl, "processor": c.proc, "size": "x".join(map(str, c.size)),
-               "fwd_ms": fwd, "fwdbwd_ms": fb, "peak_mib": c.peak_mib}
+               "fwd_ms": fwd, "fwdbwd_ms": fb, "peak_mib": c.peak_mib, "bands": c.bands}
         r = ref.get(c.size)
         if r is not None:
             row["fwd_vs_torchcomp"] = fwd / (statistics.median(r.times["fwd"]) * 1e3)
@@ -230,7 +308,10 @@ def summarise(cases: list[Case]) -> list[dict]:
     comp = {r["size"]: r for r in rows if r["impl"] == "dynfx" and r["processor"] == "Compressor"}
     for r in rows:
         if r["impl"] == "dynfx" and r["size"] in comp:
-            r["fwdbwd_vs_dynfx_compressor"] = r["fwdbwd_ms"] / comp[r["size"]]["fwdbwd_ms"]
+            c = comp[r["size"]]
+            r["fwdbwd_vs_dynfx_compressor"] = r["fwdbwd_ms"] / c["fwdbwd_ms"]
+            if r["peak_mib"] is not None and c["peak_mib"]:
+                r["peak_per_band_vs_dynfx_compressor"] = r["peak_mib"] / (r["bands"] * c["peak_mib"])
     return rows
 
 
@@ -240,7 +321,7 @@ def _fmt(v, spec=".1f"):
 
 def print_table(rows: list[dict]) -> None:
     head = ["impl", "processor", "size", "fwd ms", "fwd+bwd ms", "peak MiB", "fwd / tc",
-            "fwd+bwd / tc", "peak / tc", "fwd+bwd / Comp"]
+            "fwd+bwd / tc", "peak / tc", "fwd+bwd / Comp", "peak per band / Comp"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join([
@@ -248,6 +329,7 @@ def print_table(rows: list[dict]) -> None:
             _fmt(r["peak_mib"]), _fmt(r.get("fwd_vs_torchcomp"), ".2f"),
             _fmt(r.get("fwdbwd_vs_torchcomp"), ".2f"), _fmt(r.get("peak_vs_torchcomp"), ".2f"),
             _fmt(r.get("fwdbwd_vs_dynfx_compressor"), ".2f"),
+            _fmt(r.get("peak_per_band_vs_dynfx_compressor"), ".2f"),
         ]) + " |")
     print("\n".join(lines))
 
@@ -259,6 +341,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1x1x65536,16x2x131072", help="comma-separated BxCxT")
     ap.add_argument("--processors", default="all", help="comma-separated class names, or all")
     ap.add_argument("--json", type=Path, default=None, help="write results here")
+    ap.add_argument("--refine", default="Compressor",
+                    help="comma-separated class names whose refinement steps are timed, all, or "
+                         "none")
+    ap.add_argument("--refine-batch", type=int, default=8,
+                    help="clips refined together in the batched clip timing")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
@@ -281,15 +368,26 @@ def main(argv=None) -> int:
         print(f"running {len(cases)} cases at {'x'.join(map(str, size))} ...", file=sys.stderr)
         run_rounds(cases, args.device, args.reps)
         rows += summarise(cases)
+    refine_classes = [] if args.refine == "none" else [
+        c for c in dynfx.PROCESSORS if args.refine == "all" or c.__name__ in args.refine.split(",")]
+    refine = []
+    if refine_classes:
+        print(f"timing refinement steps of {len(refine_classes)} processor(s) ...",
+              file=sys.stderr)
+        refine = refinement_rows(refine_classes, args.device, args.reps, args.refine_batch)
     info = machine(args.device)
     print(f"\n{info['date']}, {info.get('gpu', info['cpu'])}, torch {info['torch']}, "
           f"{info['threads']} threads, median of {args.reps} interleaved rounds\n")
     print_table(rows)
+    if refine:
+        print("\nRefinement (models.refine.refine_settings; step / fwd+bwd: the cost of a step "
+              "against the processor's own forward+backward, interleaved):\n")
+        print_refinement(refine)
     for note in notes:
         print(f"\nnote: {note}")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "reps": args.reps, "notes": notes,
-                                         "results": rows}, indent=2))
+                                         "results": rows, "refinement": refine}, indent=2))
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0
 

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from ._ops.band import band_dynamics, band_dynamics_reference
 from ._ops.ballistics import ballistics
+from ._ops.gain_match import gain_match_loss
 from ._ops.transient import (HOLD_RELEASE_FACTOR, SOUNDING_HIGH_DB, SOUNDING_LOW_DB,
                              TRANSIENT_FULL_DB, transient_gain_reference, transient_shaper)
 
@@ -45,6 +46,7 @@ __all__ = [
     "transient_gain",
     "transient_coefs",
     "process_transient",
+    "gain_match_loss",
     "TRANSIENT_FULL_DB",
     "HOLD_RELEASE_FACTOR",
     "SOUNDING_LOW_DB",

@@ -14,11 +14,12 @@ from .metrics import GAIN_FLOOR_DB
 __all__ = ["refine_settings", "sample_gain_db"]
 
 VALID_AMPLITUDE = 1e-4  # dry samples below -80 dBFS carry no gain information
+AMP_EPS = 1e-12  # added to |x| before the dB conversion (the loss's own epsilon)
 
 
 def sample_gain_db(y: Tensor, x: Tensor) -> Tensor:
     """Gain of ``y`` against ``x`` sample by sample in dB, floored at -100 dB."""
-    return (F.amp_to_db(y.abs(), 1e-12) - F.amp_to_db(x.abs(), 1e-12)).clamp_min(GAIN_FLOOR_DB)
+    return (F.amp_to_db(y.abs(), AMP_EPS) - F.amp_to_db(x.abs(), AMP_EPS)).clamp_min(GAIN_FLOOR_DB)
 
 
 def refine_settings(processor, dry: Tensor, wet: Tensor, init: Tensor, steps: int,
@@ -45,15 +46,16 @@ def refine_settings(processor, dry: Tensor, wet: Tensor, init: Tensor, steps: in
             saved[0] = init.detach().clone()
         if steps <= 0:
             return init.detach().clone(), saved
-        opt = torch.optim.Adam([logits], lr=lr)
+        opt = torch.optim.Adam([logits], lr=lr, foreach=False)
         valid = dry.abs() > VALID_AMPLITUDE
+        count = valid.sum(dim=(1, 2))
         target = sample_gain_db(wet, dry)
-        count = valid.sum(dim=(1, 2)).clamp_min(1)
+        dry_db = F.amp_to_db(dry.abs(), AMP_EPS)  # the same every step
         for step in range(1, steps + 1):
             y = processor(dry, norm_params=torch.sigmoid(logits), validate=False)
-            per_item = torch.where(valid, (sample_gain_db(y, dry) - target).abs(), 0.0)
-            per_item = per_item.sum(dim=(1, 2)) / count
-            opt.zero_grad()
+            # one fused pass: the per-item mean |gain(y over dry) - target| and its gradient
+            per_item = F.gain_match_loss(y, dry_db, target, valid, GAIN_FLOOR_DB, count)
+            opt.zero_grad(set_to_none=True)
             per_item.sum().backward()
             opt.step()
             if step in wanted:

@@ -412,7 +412,7 @@ class FrameEncoder(nn.Module):
         self.band_head = _head(3 * k + profile + nb, hidden, self.per_band)
 
     def _band_stage(self, out: Tensor, wet: Tensor, dry: Tensor | None) -> Tensor:
-        from dynfx.crossover import split_bands
+        from dynfx.crossover import split_bands_stacked
 
         nb, k = self.band_split, self.per_band
         u = out[:, nb * k:].detach().double()  # normalised crossovers, log-scaled in their ranges
@@ -420,12 +420,14 @@ class FrameEncoder(nn.Module):
         freqs = lo * (hi / lo) ** u  # (B, nb - 1) Hz
         cols = [freqs[:, i].to(wet.dtype) for i in range(nb - 1)]
         with torch.no_grad():
-            wet_bands = split_bands(wet, cols, self.sample_rate)
-            dry_bands = split_bands(dry, cols, self.sample_rate) if dry is not None else None
+            # (B, nb, C, T): one fused pass on CPU
+            wet_bands = split_bands_stacked(wet, cols, self.sample_rate)
+            dry_bands = (split_bands_stacked(dry, cols, self.sample_rate) if dry is not None
+                         else None)
         settings = []
         for b in range(nb):
-            f = frame_features(wet_bands[b], None if dry is None else dry_bands[b], self.hop,
-                               self.sub_blocks)
+            f = frame_features(wet_bands[:, b], None if dry is None else dry_bands[:, b],
+                               self.hop, self.sub_blocks)
             prof = (gain_level_profile(f[:, 0] * 20.0, f[:, 1] * 20.0) if dry is not None
                     else level_motion_profile(f[:, 0] * 20.0))
             code = torch.zeros(f.shape[0], nb, dtype=f.dtype, device=f.device)

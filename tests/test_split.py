@@ -114,3 +114,18 @@ def test_kernel_source_is_cached_on_disk_or_compiled_in_memory(monkeypatch, tmp_
         assert list((tmp_path / "cache" / "kernels").glob("split2_*.py"))
     finally:
         split_op._kernels.cache_clear()
+
+
+def test_silence_after_sound_and_constant_gradients_flush_to_zero_not_nan():
+    # decaying states and adjoints are flushed below 1e-200 (no subnormal slow-down); NaN stays
+    fs = 44100
+    freqs = [torch.tensor([200.0], dtype=torch.float64), torch.tensor([3000.0], dtype=torch.float64)]
+    x = torch.zeros(1, 1, 200000, dtype=torch.float64)
+    x[..., :100] = 1.0
+    y = split_bands_stacked(x.requires_grad_(True), freqs, fs)
+    assert torch.isfinite(y).all() and (y[..., -1000:] == 0).all()  # exact silence at the end
+    y.backward(torch.ones_like(y))  # a constant gradient: the high-pass adjoints see DC
+    assert torch.isfinite(x.grad).all()
+    bad = torch.zeros(1, 1, 300, dtype=torch.float64)
+    bad[0, 0, 50] = float("nan")
+    assert torch.isnan(split_bands_stacked(bad, freqs, fs)[..., 60:]).all()

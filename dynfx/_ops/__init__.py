@@ -6,6 +6,9 @@ PyTorch operations elsewhere).
 - :mod:`.ballistics`: the attack/release recursion (numba; :mod:`.ballistics_triton` on CUDA)
 - :mod:`.biquad`: second-order IIR sections (numba; torchaudio's ``lfilter`` elsewhere)
 - :mod:`.band`: one band of dynamics, detector to output, fused on CPU
+- :mod:`.split`: a whole crossover split in one pass (numba kernels generated per band count)
+- :mod:`.transient`: the transient shaper, detector to output, fused on CPU
+- :mod:`.gain_match`: the gain-matching loss of refinement, loss and gradient in one pass
 """
 
 from .ballistics import ballistics, ballistics_reference

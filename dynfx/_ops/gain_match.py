@@ -103,11 +103,11 @@ def gain_match_loss(y: Tensor, ref_db: Tensor, target_db: Tensor, valid: Tensor,
         raise ValueError("gain_match_loss: y, ref_db, target_db and valid must have one shape, "
                          f"got {tuple(y.shape)}, {tuple(ref_db.shape)}, {tuple(target_db.shape)}, "
                          f"{tuple(valid.shape)}")
+    if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64):
+        return gain_match_loss_reference(y, ref_db, target_db, valid, floor_db)
     if count is None:
         count = valid.sum(dim=(1, 2))
     inv_count = 1.0 / count.clamp_min(1).to(torch.float64)
-    if y.device.type != "cpu" or y.dtype not in (torch.float32, torch.float64):
-        return gain_match_loss_reference(y, ref_db, target_db, valid, floor_db)
     return _GainMatch.apply(y, ref_db.to(y.dtype), target_db.to(y.dtype), valid.bool(),
                             inv_count, floor_db)
 

@@ -117,6 +117,18 @@ def _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps, db, r_phi, r_low, r_
 
 
 @numba.njit(inline="always")
+def _follower_adjoint(lam, g, k_next, inp, e_prev, ka, kr):  # pragma: no cover - compiled
+    """One reverse-time step of a follower's adjoint (see :mod:`dynfx._ops.ballistics`):
+    ``lam[n] = g[n] + (1 - k[n+1]) lam[n+1]``; returns lam[n], the weight k[n] the forward step
+    used (attack while ``inp`` rose above the previous envelope) and the step's contribution to
+    the attack and to the release weight's gradient (one of them 0)."""
+    lam = g + (1.0 - k_next) * lam
+    up = inp > e_prev
+    t = lam * (inp - e_prev)
+    return lam, (ka if up else kr), (t if up else 0.0), (0.0 if up else t)
+
+
+@numba.njit(inline="always")
 def _row_constants(det, att_b, sus_b):  # pragma: no cover - compiled
     eps, db = _floor(det)
     r_phi = math.exp(TRANSIENT_FULL_DB / db)  # envelope ratios at the ramps' ends
@@ -221,25 +233,17 @@ def _backward_kernel(gy, gg, x, att, sus, k, det, chunk, states, gx, g_att, g_su
                 g_es = (gw - gu) * db / (es + eps)
                 g_eh = -gw * db / (eh + eps)
                 # hold and slow: input ef, their input gradients join the fast envelope's
-                lam_h = g_eh + (1.0 - kh_next) * lam_h
-                up = ef > eh_p
-                kh = kha if up else khr
-                t = lam_h * (ef - eh_p)
-                acc_ha += t if up else 0.0
-                acc_hr += 0.0 if up else t
-                lam_s = g_es + (1.0 - ks_next) * lam_s
-                up = ef > es_p
-                ks = ksa if up else ksr
-                t = lam_s * (ef - es_p)
-                acc_sa += t if up else 0.0
-                acc_sr += 0.0 if up else t
-                lam_f = g_ef + lam_h * kh + lam_s * ks + (1.0 - kf_next) * lam_f
+                lam_h, kh, t_att, t_rel = _follower_adjoint(lam_h, g_eh, kh_next, ef, eh_p, kha, khr)
+                acc_ha += t_att
+                acc_hr += t_rel
+                lam_s, ks, t_att, t_rel = _follower_adjoint(lam_s, g_es, ks_next, ef, es_p, ksa, ksr)
+                acc_sa += t_att
+                acc_sr += t_rel
                 d = dd[j]
-                up = d > ef_p
-                kf = kfa if up else kfr
-                t = lam_f * (d - ef_p)
-                acc_fa += t if up else 0.0
-                acc_fr += 0.0 if up else t
+                lam_f, kf, t_att, t_rel = _follower_adjoint(
+                    lam_f, g_ef + lam_h * kh + lam_s * ks, kf_next, d, ef_p, kfa, kfr)
+                acc_fa += t_att
+                acc_fr += t_rel
                 kh_next, ks_next, kf_next = kh, ks, kf
                 gd = lam_f * kf
                 if det == 0:

@@ -97,13 +97,10 @@ def test_kernel_source_is_cached_on_disk_or_compiled_in_memory(monkeypatch, tmp_
     monkeypatch.setenv("DYNFX_CACHE_DIR", str(blocker))
     split_op._kernels.cache_clear()
     try:
-        forward, _ = split_op._kernels(2)
         x = torch.randn(1, 1, 50, dtype=torch.float64)
         freqs = [torch.tensor([1000.0], dtype=torch.float64)]
-        out = torch.empty(1, 2, 1, 50, dtype=torch.float64)
-        states = torch.empty(1, 1, 4, 2, dtype=torch.float64)
-        forward(x.numpy(), split_coeffs(freqs, 44100).numpy(), split_op.CHUNK, out.numpy(),
-                states.numpy())
+        out = split_op.fused_split(x, split_coeffs(freqs, 44100), 2)
+        assert not list(tmp_path.glob("**/split2_*.py"))
         torch.testing.assert_close(out, torch.stack(split_bands(x, freqs, 44100), dim=1))
     finally:
         split_op._kernels.cache_clear()

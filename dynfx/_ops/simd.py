@@ -1,0 +1,172 @@
+"""Four float64 lanes as one value in numba kernels: LLVM's ``<4 x double>``, which AVX2 keeps in
+one register, with the handful of operations the fused kernels need.
+
+numba has no SIMD type of its own and its auto-vectoriser does not reliably pack independent
+recursions (such as the biquads of several crossover bands) into vector registers; these
+intrinsics let generated kernel code say exactly what runs in one register. On machines without
+256-bit vectors LLVM splits the operations into narrower ones (same results, less speed).
+
+All loads and stores take a C-contiguous float64 array and a *flat* element index (the caller
+computes it), so arrays of any rank work and no views are made inside hot loops.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic, models, register_model
+
+__all__ = ["vec4", "vzero", "vsplat", "vset", "vload", "vstore", "vget", "vsum", "vfma", "vfnma",
+           "vmul", "vadd", "vflush"]
+
+_LL = ir.VectorType(ir.DoubleType(), 4)
+_I32 = ir.IntType(32)
+
+
+class Vec4Type(types.Type):
+    """Four float64 lanes (LLVM ``<4 x double>``)."""
+
+    def __init__(self):
+        super().__init__(name="Vec4")
+
+
+vec4 = Vec4Type()
+
+
+@register_model(Vec4Type)
+class _Vec4Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _LL)
+
+
+def _splat(builder, value):
+    one = builder.insert_element(ir.Constant(_LL, ir.Undefined), value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, ir.Constant(_LL, ir.Undefined),
+                                  ir.Constant(ir.VectorType(_I32, 4), [0, 0, 0, 0]))
+
+
+def _call(builder, name, args):
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_LL, [_LL] * len(args)), name)
+    return builder.call(fn, args)
+
+
+def _lane_ptr(context, builder, arrty, arr, index):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return builder.bitcast(builder.gep(ary.data, [index]), _LL.as_pointer())
+
+
+def _check_array(arr):
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float64 and arr.layout == "C"):
+        raise TypeError(f"expected a C-contiguous float64 array, got {arr}")
+
+
+@intrinsic
+def vzero(typingctx):
+    """All lanes 0."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_LL, [0.0] * 4)
+    return vec4(), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """``x`` (a float) in every lane."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.float64)
+        return _splat(builder, value)
+    return vec4(x), codegen
+
+
+@intrinsic
+def vset(typingctx, a, b, c, d):
+    """The lanes ``(a, b, c, d)`` (floats)."""
+    def codegen(context, builder, sig, args):
+        v = ir.Constant(_LL, ir.Undefined)
+        for lane, (value, ty) in enumerate(zip(args, sig.args)):
+            value = context.cast(builder, value, ty, types.float64)
+            v = builder.insert_element(v, value, ir.Constant(_I32, lane))
+        return v
+    return vec4(a, b, c, d), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, index):
+    """``arr.flat[index:index + 4]`` (C-contiguous float64 ``arr``)."""
+    _check_array(arr)
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_lane_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
+    return vec4(arr, types.intp), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, index, v):
+    """``arr.flat[index:index + 4] = v``."""
+    _check_array(arr)
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _lane_ptr(context, builder, sig.args[0], args[0], args[1]),
+                      align=8)
+        return context.get_dummy_value()
+    return types.none(arr, types.intp, vec4), codegen
+
+
+@intrinsic
+def vget(typingctx, v, lane):
+    """Lane ``lane`` of ``v``, a float."""
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], builder.trunc(args[1], _I32))
+    return types.float64(vec4, types.intp), codegen
+
+
+@intrinsic
+def vsum(typingctx, v):
+    """The sum of the four lanes, ``(v0 + v1) + (v2 + v3)``."""
+    def codegen(context, builder, sig, args):
+        e = [builder.extract_element(args[0], ir.Constant(_I32, k)) for k in range(4)]
+        return builder.fadd(builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]))
+    return types.float64(vec4), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fma.v4f64", list(args))
+    return vec4(vec4, vec4, vec4), codegen
+
+
+@intrinsic
+def vfnma(typingctx, a, b, c):
+    """``c - a * b`` with one rounding, lane by lane."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fma.v4f64", [builder.fneg(args[0]), args[1], args[2]])
+    return vec4(vec4, vec4, vec4), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    """``a * b`` lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(*args)
+    return vec4(vec4, vec4), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(*args)
+    return vec4(vec4, vec4), codegen
+
+
+@intrinsic
+def vflush(typingctx, v, tiny):
+    """Lanes with ``|v| < tiny`` become 0 (NaN stays NaN)."""
+    def codegen(context, builder, sig, args):
+        small = builder.fcmp_ordered("<", _call(builder, "llvm.fabs.v4f64", [args[0]]),
+                                     _splat(builder, args[1]))
+        return builder.select(small, ir.Constant(_LL, [0.0] * 4), args[0])
+    return vec4(vec4, types.float64), codegen

@@ -291,7 +291,8 @@ def _band_args(p: Mapping[str, Tensor], gain_computer: str, smooth_type: str,
 
 
 def process_band(x: Tensor, p: Mapping[str, Tensor], gain_computer: str, knee_type: str,
-                 detector: str, smooth_type: str, sample_rate: float) -> tuple[Tensor, Tensor]:
+                 detector: str, smooth_type: str, sample_rate: float,
+                 sum_rows: int = 1) -> tuple[Tensor, Tensor]:
     """One band of dynamics: ``(y, gain_db)`` for (B, C, T) audio ``x``.
 
     Linked detector -> ``smooth_type`` smoothing -> level in dB -> the registry's
@@ -299,18 +300,21 @@ def process_band(x: Tensor, p: Mapping[str, Tensor], gain_computer: str, knee_ty
     / 20)``. ``p`` holds the band's (B,) parameters in physical units: threshold_db, the gain
     computer's amount parameter, knee_db, attack_ms, release_ms and (optional) makeup_db. The
     op picks its backend from the device (:func:`dynfx._ops.band.band_dynamics`).
+    ``sum_rows > 1``: every ``sum_rows`` consecutive rows are the bands of one item (each with
+    its own detector and settings) and ``y`` is their sum, (B / sum_rows, C, T), computed
+    without a per-band output (the multi-band processors); ``gain_db`` stays (B, T).
     """
     *args, gc = _band_args(p, gain_computer, smooth_type, sample_rate)
-    return band_dynamics(x, *args, gc, knee_type, detector)
+    return band_dynamics(x, *args, gc, knee_type, detector, sum_rows)
 
 
 def process_band_reference(x: Tensor, p: Mapping[str, Tensor], gain_computer: str,
                            knee_type: str, detector: str, smooth_type: str,
-                           sample_rate: float) -> tuple[Tensor, Tensor]:
+                           sample_rate: float, sum_rows: int = 1) -> tuple[Tensor, Tensor]:
     """:func:`process_band` composed of separate PyTorch operations around the ballistics op
     (the reference of the fused CPU kernel in the tests)."""
     *args, gc = _band_args(p, gain_computer, smooth_type, sample_rate)
-    return band_dynamics_reference(x, *args, gc, knee_type, detector)
+    return band_dynamics_reference(x, *args, gc, knee_type, detector, sum_rows)
 
 
 # ---------------------------------------------------------------------------------------------

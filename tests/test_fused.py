@@ -83,3 +83,28 @@ def test_peak_detector_ties_share_the_gradient():
     (gx_ref,) = torch.autograd.grad(y_ref.sum(), x)
     assert torch.allclose(gx, gx_ref, rtol=1e-9)
     assert torch.allclose(gx[:, 0], gx[:, 1])
+
+
+@pytest.mark.parametrize("detector", ["rms", "peak"])
+def test_summed_rows_equal_the_sum_of_the_bands(detector):
+    # sum_rows: consecutive rows are the bands of one item; the op returns their sum directly
+    proc = dynfx.Compressor(detector=detector)
+    x = level_sweep(batch=6, channels=2, seconds=0.05, hi_db=10.0).requires_grad_(True)
+    u = torch.rand(6, proc.count_num_parameters(), dtype=torch.float64)
+    p = {n: v.detach().requires_grad_(True) for n, v in proc.denormalize(u).items()}
+    args = (proc.gain_computer, proc.knee_type, detector, proc.smooth_type, proc.sample_rate)
+    y, g = process_band(x, p, *args, sum_rows=3)
+    y_bands, g_bands = process_band(x, p, *args)
+    y_ref, g_ref = process_band_reference(x, p, *args, sum_rows=3)
+    assert y.shape == (2, 2, x.shape[-1]) and g.shape == (6, x.shape[-1])
+    torch.testing.assert_close(y, y_bands.view(2, 3, 2, -1).sum(dim=1), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(g, g_bands, rtol=0, atol=0)
+    wy, wg = torch.randn_like(y), torch.randn_like(g)
+    leaves = (x, *p.values())
+    grads = torch.autograd.grad((y * wy).sum() + (g * wg).sum(), leaves)
+    grads_ref = torch.autograd.grad((y_ref * wy).sum() + (g_ref * wg).sum(), leaves)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item())
+    with pytest.raises(ValueError, match="divisor"):
+        process_band(x, p, *args, sum_rows=4)

@@ -167,25 +167,28 @@ def _power_kernel(x, d):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True)
-def _channel_dot_kernel(gy, x, out):  # pragma: no cover - compiled
-    """out[b, n] = sum_c gy[b, c, n] x[b, c, n]."""
+def _channel_dot_kernel(gy, x, out, group):  # pragma: no cover - compiled
+    """out[b, n] = sum_c gy[b // group, c, n] x[b, c, n]."""
     rows, channels, steps = x.shape
     for b in numba.prange(rows):
+        g = b // group
         for n in range(steps):
-            out[b, n] = gy[b, 0, n] * x[b, 0, n]
+            out[b, n] = gy[g, 0, n] * x[b, 0, n]
         for c in range(1, channels):
             for n in range(steps):
-                out[b, n] += gy[b, c, n] * x[b, c, n]
+                out[b, n] += gy[g, c, n] * x[b, c, n]
 
 
 @numba.njit(parallel=True, cache=True)
-def _input_grad_rms_kernel(gy, x, amp, g_d, gx):  # pragma: no cover - compiled
-    """gx = gy * amp + g_d * 2 x / C: the gain path plus the rms detector path."""
+def _input_grad_rms_kernel(gy, x, amp, g_d, gx, group):  # pragma: no cover - compiled
+    """gx = gy * amp + g_d * 2 x / C: the gain path plus the rms detector path (gy of row
+    b // group)."""
     rows, channels, steps = x.shape
     for b in numba.prange(rows):
+        g = b // group
         for c in range(channels):
             for n in range(steps):
-                gx[b, c, n] = gy[b, c, n] * amp[b, n] + g_d[b, n] * (2.0 / channels) * x[b, c, n]
+                gx[b, c, n] = gy[g, c, n] * amp[b, n] + g_d[b, n] * (2.0 / channels) * x[b, c, n]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -203,11 +206,13 @@ def _peak_kernel(x, d):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True)
-def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx):  # pragma: no cover - compiled
+def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover - compiled
     """gx = gy * amp + the peak detector path: g_d goes to the channel(s) holding the maximum,
-    with the sign of the sample, shared equally between ties (as torch.amax does)."""
+    with the sign of the sample, shared equally between ties (as torch.amax does); gy of row
+    b // group."""
     rows, channels, steps = x.shape
     for b in numba.prange(rows):
+        g = b // group
         for n in range(steps):
             ties = 0
             for c in range(channels):
@@ -219,39 +224,58 @@ def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx):  # pragma: no cover - compi
                 extra = 0.0
                 if abs(v) == d[b, n]:
                     extra = share if v > 0 else (-share if v < 0 else 0.0)
-                gx[b, c, n] = gy[b, c, n] * amp[b, n] + extra
+                gx[b, c, n] = gy[g, c, n] * amp[b, n] + extra
+
+
+@numba.njit(parallel=True, cache=True)
+def _apply_gain_kernel(x, amp, group, y):  # pragma: no cover - compiled
+    """y[g, c, n] = sum_i x[g * group + i, c, n] amp[g * group + i, n]: the gains applied and
+    each group of rows (the bands of one item) summed, without a per-row output."""
+    rows, channels, steps = y.shape
+    for task in numba.prange(rows * channels):
+        g = task // channels
+        c = task - g * channels
+        b = g * group
+        for n in range(steps):
+            y[g, c, n] = x[b, c, n] * amp[b, n]
+        for i in range(1, group):
+            for n in range(steps):
+                y[g, c, n] += x[b + i, c, n] * amp[b + i, n]
 
 
 class _FusedBand(torch.autograd.Function):
     """Forward: linked detector and log10/exp as vectorised PyTorch operations, the attack/release
     recursion and the gain computer as numba kernels, no autograd graph in between. Backward: the
-    adjoint of each stage, the recursion by the ballistics backward kernel."""
+    adjoint of each stage, the recursion by the ballistics backward kernel. With ``group > 1``
+    the output is the sum of each group of ``group`` consecutive rows (``group`` divides B)."""
 
     @staticmethod
-    def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det):
+    def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det, group):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
         d = x.new_empty(x.shape[0], x.shape[2])
         (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
         env = _forward_host(d, ka, kr)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
-        level = torch.log10(env + eps).mul_(db)
+        # in place where possible: on long batches every fresh signal-sized tensor costs page faults
+        level = torch.add(env, eps).log10_().mul_(db)
         gain = torch.empty_like(level)
         _gain_kernel(level.numpy(), thr.numpy(), amt.numpy(), kw.numpy(), kind, knee, gain.numpy())
-        amp = torch.exp((gain + mk[:, None]).mul_(_LN10_20))
-        y = x * amp[:, None, :]
+        amp = torch.add(gain, mk[:, None]).mul_(_LN10_20).exp_()
+        y = x.new_empty(x.shape[0] // group, *x.shape[1:])
+        _apply_gain_kernel(x.numpy(), amp.numpy(), group, y.numpy())
         ctx.save_for_backward(x, d, env, level, amp, thr, amt, kw, ka, kr)
-        ctx.codes = (kind, knee, det)
+        ctx.codes = (kind, knee, det, group)
         return y, gain
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gg):
         x, d, env, level, amp, thr, amt, kw, ka, kr = ctx.saved_tensors
-        kind, knee, det = ctx.codes
+        kind, knee, det, group = ctx.codes
         gy = gy.contiguous()
         sxy = torch.empty_like(env)
-        _channel_dot_kernel(gy.numpy(), x.numpy(), sxy.numpy())
+        _channel_dot_kernel(gy.numpy(), x.numpy(), sxy.numpy(), group)
         g_env = torch.empty_like(env)
         g_thr, g_amt, g_kw, g_mk = (torch.zeros_like(thr) for _ in range(4))
         _gain_backward_kernel(
@@ -262,11 +286,12 @@ class _FusedBand(torch.autograd.Function):
         g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr)
         gx = torch.empty_like(x)
         if det == 0:
-            _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy())
+            _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy(),
+                                   group)
         else:
             _input_grad_peak_kernel(gy.numpy(), x.numpy(), amp.numpy(), d.numpy(), g_d.numpy(),
-                                    gx.numpy())
-        return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None
+                                    gx.numpy(), group)
+        return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None, None
 
 
 def band_dynamics(
@@ -280,6 +305,7 @@ def band_dynamics(
     computer,
     knee_type: str,
     detector: str,
+    group: int = 1,
 ) -> tuple[Tensor, Tensor]:
     """One band of dynamics: ``(y, gain_db)`` for (B, C, T) audio.
 
@@ -288,23 +314,31 @@ def band_dynamics(
     :data:`dynfx.functional.GAIN_COMPUTERS` (its curve, kernel code and kernel amount);
     ``k_att``/``k_rel`` are new-sample weights (equal for "iir" smoothing). CPU tensors run the
     fused kernel, other devices (and a gain computer without a kernel branch, ``code=None``)
-    :func:`band_dynamics_reference`.
+    :func:`band_dynamics_reference`. ``group > 1``: the rows are the bands of B / group items
+    (``group`` consecutive rows each), and ``y`` is their sum, (B / group, C, T).
     """
+    if group < 1 or x.shape[0] % group:
+        raise ValueError(f"band_dynamics: group must be a positive divisor of the batch "
+                         f"{x.shape[0]}, got {group}")
     if x.device.type != "cpu" or computer.code is None:
         return band_dynamics_reference(x, threshold_db, amount, knee_db, k_att, k_rel,
-                                       makeup_db, computer, knee_type, detector)
+                                       makeup_db, computer, knee_type, detector, group)
     return _FusedBand.apply(
         x, threshold_db, computer.kernel_amount(amount), knee_db, k_att, k_rel, makeup_db,
-        computer.code, KNEES[knee_type], DETECTOR_CODES[detector],
+        computer.code, KNEES[knee_type], DETECTOR_CODES[detector], group,
     )
 
 
 def band_dynamics_reference(x, threshold_db, amount, knee_db, k_att, k_rel, makeup_db,
-                            computer, knee_type: str, detector: str) -> tuple[Tensor, Tensor]:
+                            computer, knee_type: str, detector: str,
+                            group: int = 1) -> tuple[Tensor, Tensor]:
     """The same chain composed of separate PyTorch operations around the ballistics op (any
     device; the reference of the fused kernel in the tests)."""
     from .. import functional as F  # the functional layer imports this module
 
     env = ballistics(F.detect(x, detector), k_att, k_rel)  # (B, T)
     gain_db = computer.fn(F.level_db(env, detector), threshold_db, amount, knee_db, knee_type)
-    return x * F.db_to_amp(gain_db + makeup_db[:, None])[:, None, :], gain_db
+    y = x * F.db_to_amp(gain_db + makeup_db[:, None])[:, None, :]
+    if group > 1:
+        y = y.view(-1, group, *y.shape[1:]).sum(dim=1)
+    return y, gain_db

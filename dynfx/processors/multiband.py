@@ -72,7 +72,7 @@ class _MultiBand(DynamicsProcessor):
 
     def _process(self, x: Tensor, p: dict[str, Tensor]):
         # The bands come stacked as (B, N, C, T) and run through one band op as B * N rows (each
-        # band of each item with its own linked detector and settings), then are summed.
+        # band of each item with its own linked detector and settings), which sums them.
         n = self.num_bands
         freqs = [p[f"crossover{i}_freq"] for i in range(n - 1)]
         bands = split_bands_stacked(x, freqs, self.sample_rate)
@@ -81,9 +81,8 @@ class _MultiBand(DynamicsProcessor):
                   for name in self.band_param_names}
         y, gain_db = F.process_band(bands.reshape(batch * n, channels, steps), band_p,
                                     self.gain_computer, self.knee_type, self.detector,
-                                    self.smooth_type, self.sample_rate)
-        # (B, C, T), (B, num_bands, T)
-        return y.view(batch, n, channels, steps).sum(dim=1), gain_db.view(batch, n, steps)
+                                    self.smooth_type, self.sample_rate, sum_rows=n)
+        return y, gain_db.view(batch, n, steps)  # (B, C, T), (B, num_bands, T)
 
 
 class MultiBandCompressor(_MultiBand):

@@ -18,7 +18,7 @@ from numba.core import cgutils
 from numba.core.extending import intrinsic, models, register_model
 
 __all__ = ["vec4", "vzero", "vsplat", "vset", "vload", "vstore", "vget", "vsum", "vfma", "vfnma",
-           "vmul", "vadd", "vflush"]
+           "vmul", "vadd", "vsub", "vflush"]
 
 _LL = ir.VectorType(ir.DoubleType(), 4)
 _I32 = ir.IntType(32)
@@ -159,6 +159,14 @@ def vadd(typingctx, a, b):
     """``a + b`` lane by lane."""
     def codegen(context, builder, sig, args):
         return builder.fadd(*args)
+    return vec4(vec4, vec4), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a - b`` lane by lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fsub(*args)
     return vec4(vec4, vec4), codegen
 
 

@@ -121,11 +121,12 @@ def _coef_lines(depth: int, indent: str) -> list[str]:
 def _step_lines(depth: int, indent: str) -> list[str]:
     """One sample through every depth: ``t_d`` from the input ``(u0, u1, u2)`` (the depth above,
     now and at the two previous samples) and the depth's own two previous outputs ``(h0, h1)``.
-    The terms are grouped so that the recursion through ``h0`` is one multiply-add per sample."""
+    The terms are grouped so that the new input enters last: the path from one depth to the next
+    within a sample is one multiply-add (the recursion through ``h0`` is two)."""
     lines = []
     for d in range(depth):
         u0, u1, u2 = ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
-        lines.append(indent + f"t_{d} = vfnma(c{d}_3, h0_{d}, vfma(c{d}_0, {u0}, vfma(c{d}_1, {u1}, "
+        lines.append(indent + f"t_{d} = vfma(c{d}_0, {u0}, vfnma(c{d}_3, h0_{d}, vfma(c{d}_1, {u1}, "
                               f"vfnma(c{d}_4, h1_{d}, vmul(c{d}_2, {u2})))))")
     return lines
 
@@ -183,7 +184,7 @@ def _backward_source(num_bands: int) -> str:
         f"        vb = np.empty(chunk * {depth * 4})",
         "        z = vzero()",
         "        " + "; ".join(f"w0_{d} = z; w1_{d} = z" for d in range(depth)),
-        *("        " + "; ".join(f"a{d}_{i} = z" for i in range(5)) for d in range(depth)),
+        *("        " + "; ".join(f"a{d}_{i} = z; b{d}_{i} = z" for i in range(5)) for d in range(depth)),
         "        for qq in range(n_chunks):",
         "            q = n_chunks - 1 - qq",
         "            n0 = q * chunk",
@@ -209,25 +210,42 @@ def _backward_source(num_bands: int) -> str:
     ]
     indent = "                "
     for d in reversed(range(depth)):
-        lines += [indent + f"v_{d} = vfnma(c{d}_3, w0_{d}, vfnma(c{d}_4, w1_{d}, e_{d + 1}))",
+        lines += [indent + f"v_{d} = vsub(e_{d + 1}, vfma(c{d}_3, w0_{d}, vmul(c{d}_4, w1_{d})))",
                   indent + f"e_{d} = vfma(c{d}_0, v_{d}, vfma(c{d}_1, w0_{d}, vmul(c{d}_2, w1_{d})))"]
     lines += [indent + f"vstore(vb, (j * {depth} + {d}) * 4, v_{d})" for d in range(depth)]
     lines += [indent + "; ".join(f"w1_{d} = w0_{d}; w0_{d} = v_{d}" for d in range(depth)),
               indent + "gx[b, c, n] = vsum(e_0)"]
-    # the coefficient gradients, one depth at a time (five accumulators in registers)
+    # the coefficient gradients, one depth at a time, two samples per step into two sets of five
+    # accumulators (a for even, b for odd offsets: no accumulator waits on its previous update)
     for d in range(depth):
-        if d == 0:
-            u = ("vsplat(xb[j + 2])", "vsplat(xb[j + 1])", "vsplat(xb[j])")
-        else:
-            u = tuple(f"vload(sb, ((j + {o}) * {depth} + {d - 1}) * 4)" for o in (2, 1, 0))
-        lines += ["            for j in range(m):",
+        def u(row: str) -> str:
+            if d == 0:
+                return f"vsplat(xb[{row}])"
+            return f"vload(sb, (({row}) * {depth} + {d - 1}) * 4)"
+
+        def y(row: str) -> str:
+            return f"vload(sb, (({row}) * {depth} + {d}) * 4)"
+
+        lines += ["            for j in range(0, m - 1, 2):",
+                  indent + f"v = vload(vb, (j * {depth} + {d}) * 4); "
+                           f"w = vload(vb, ((j + 1) * {depth} + {d}) * 4)",
+                  indent + f"p0 = {u('j')}; p1 = {u('j + 1')}; p2 = {u('j + 2')}; p3 = {u('j + 3')}",
+                  indent + f"q0 = {y('j')}; q1 = {y('j + 1')}; q2 = {y('j + 2')}",
+                  indent + f"a{d}_0 = vfma(v, p2, a{d}_0); a{d}_1 = vfma(v, p1, a{d}_1); "
+                           f"a{d}_2 = vfma(v, p0, a{d}_2)",
+                  indent + f"a{d}_3 = vfnma(v, q1, a{d}_3); a{d}_4 = vfnma(v, q0, a{d}_4)",
+                  indent + f"b{d}_0 = vfma(w, p3, b{d}_0); b{d}_1 = vfma(w, p2, b{d}_1); "
+                           f"b{d}_2 = vfma(w, p1, b{d}_2)",
+                  indent + f"b{d}_3 = vfnma(w, q2, b{d}_3); b{d}_4 = vfnma(w, q1, b{d}_4)",
+                  "            if m % 2:",
+                  indent + "j = m - 1",
                   indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
-                  indent + f"a{d}_0 = vfma(v, {u[0]}, a{d}_0); a{d}_1 = vfma(v, {u[1]}, a{d}_1); "
-                           f"a{d}_2 = vfma(v, {u[2]}, a{d}_2)",
-                  indent + f"a{d}_3 = vfnma(v, vload(sb, ((j + 1) * {depth} + {d}) * 4), a{d}_3); "
-                           f"a{d}_4 = vfnma(v, vload(sb, (j * {depth} + {d}) * 4), a{d}_4)"]
-    lines += ["        " + "; ".join(f"vstore(gcoef, ((r * {depth} + {d}) * 5 + {i}) * 4, a{d}_{i})"
-                                      for i in range(5)) for d in range(depth)]
+                  indent + f"a{d}_0 = vfma(v, {u('j + 2')}, a{d}_0); "
+                           f"a{d}_1 = vfma(v, {u('j + 1')}, a{d}_1); a{d}_2 = vfma(v, {u('j')}, a{d}_2)",
+                  indent + f"a{d}_3 = vfnma(v, {y('j + 1')}, a{d}_3); a{d}_4 = vfnma(v, {y('j')}, a{d}_4)"]
+    lines += ["        " + "; ".join(f"vstore(gcoef, ((r * {depth} + {d}) * 5 + {i}) * 4, "
+                                      f"vadd(a{d}_{i}, b{d}_{i}))" for i in range(5))
+              for d in range(depth)]
     return "\n".join(lines) + "\n"
 
 
@@ -252,8 +270,8 @@ def _kernels(num_bands: int):
     compiled in memory (a few seconds per process and band count)."""
     source = (f"# numba.njit options: {_JIT_OPTIONS!r}\n"
               "import numba\nimport numpy as np\n\n"
-              "from dynfx._ops.simd import (vfma, vfnma, vflush, vget, vload, vmul, vset, vsplat,\n"
-              "                             vstore, vsum, vzero)\n\n"
+              "from dynfx._ops.simd import (vadd, vfma, vfnma, vflush, vget, vload, vmul, vset,\n"
+              "                             vsplat, vstore, vsub, vsum, vzero)\n\n"
               f"TINY = {TINY!r}\n\n\n" + _forward_source(num_bands) + "\n\n"
               + _backward_source(num_bands))
     digest = hashlib.sha1(source.encode()).hexdigest()[:16]

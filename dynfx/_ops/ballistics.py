@@ -27,6 +27,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .memory import empty_like
+
 __all__ = ["ballistics", "ballistics_reference"]
 
 
@@ -78,14 +80,17 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def _forward_host(d: Tensor, k_att: Tensor, k_rel: Tensor) -> Tensor:
-    out = torch.empty_like(d, memory_format=torch.contiguous_format)
+    out = empty_like(d)
     if d.numel():
         _forward_kernel(_np(d), _np(k_att), _np(k_rel), out.numpy())
     return out
 
 
-def _backward_host(grad: Tensor, d: Tensor, e: Tensor, k_att: Tensor, k_rel: Tensor):
-    grad_d = torch.empty_like(d, memory_format=torch.contiguous_format)
+def _backward_host(grad: Tensor, d: Tensor, e: Tensor, k_att: Tensor, k_rel: Tensor,
+                   out: Tensor | None = None):
+    """``out``: where to write the gradient of ``d`` (may be ``grad`` itself: each sample's
+    gradient is read before its slot is written)."""
+    grad_d = empty_like(d) if out is None else out
     grad_ka = torch.zeros_like(k_att)
     grad_kr = torch.zeros_like(k_rel)
     if d.numel():

@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .ballistics import _backward_host, _forward_host, _np, ballistics
+from .memory import empty, empty_like
 
 __all__ = ["band_dynamics", "band_dynamics_reference", "KNEES", "DETECTOR_CODES"]
 
@@ -253,16 +254,19 @@ class _FusedBand(torch.autograd.Function):
     def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det, group):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
-        d = x.new_empty(x.shape[0], x.shape[2])
+        # in place where possible: on long batches every fresh signal-sized tensor costs page
+        # faults (dynfx._ops.memory)
+        d = empty(x.shape[0], x.shape[2], dtype=x.dtype)
         (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
         env = _forward_host(d, ka, kr)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
-        # in place where possible: on long batches every fresh signal-sized tensor costs page faults
-        level = torch.add(env, eps).log10_().mul_(db)
-        gain = torch.empty_like(level)
+        level = empty_like(env)
+        torch.add(env, eps, out=level).log10_().mul_(db)
+        gain = empty_like(level)
         _gain_kernel(level.numpy(), thr.numpy(), amt.numpy(), kw.numpy(), kind, knee, gain.numpy())
-        amp = torch.add(gain, mk[:, None]).mul_(_LN10_20).exp_()
-        y = x.new_empty(x.shape[0] // group, *x.shape[1:])
+        amp = empty_like(gain)
+        torch.add(gain, mk[:, None], out=amp).mul_(_LN10_20).exp_()
+        y = empty(x.shape[0] // group, *x.shape[1:], dtype=x.dtype)
         _apply_gain_kernel(x.numpy(), amp.numpy(), group, y.numpy())
         ctx.save_for_backward(x, d, env, level, amp, thr, amt, kw, ka, kr)
         ctx.codes = (kind, knee, det, group)
@@ -274,17 +278,17 @@ class _FusedBand(torch.autograd.Function):
         x, d, env, level, amp, thr, amt, kw, ka, kr = ctx.saved_tensors
         kind, knee, det, group = ctx.codes
         gy = gy.contiguous()
-        sxy = torch.empty_like(env)
+        sxy = empty_like(env)
         _channel_dot_kernel(gy.numpy(), x.numpy(), sxy.numpy(), group)
-        g_env = torch.empty_like(env)
+        g_env = sxy  # written in place: each sample of sxy is read before its slot is written
         g_thr, g_amt, g_kw, g_mk = (torch.zeros_like(thr) for _ in range(4))
         _gain_backward_kernel(
             sxy.numpy(), _np(gg), level.numpy(), amp.numpy(), env.numpy(), thr.numpy(),
             amt.numpy(), kw.numpy(), kind, knee, det,
             g_env.numpy(), g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
         )
-        g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr)
-        gx = torch.empty_like(x)
+        g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr, out=g_env)
+        gx = empty_like(x)
         if det == 0:
             _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy(),
                                    group)

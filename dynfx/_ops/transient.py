@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .band import DETECTOR_CODES
+from .memory import empty, empty_like
 
 __all__ = ["transient_shaper", "transient_reference", "transient_gain_reference", "TRANSIENT_FULL_DB", "HOLD_RELEASE_FACTOR",
            "SOUNDING_LOW_DB", "SOUNDING_HIGH_DB"]
@@ -278,8 +279,8 @@ class _FusedTransient(torch.autograd.Function):
         att, sus = att.detach().contiguous(), sus.detach().contiguous()
         k64 = k.detach().double().contiguous()
         batch, channels, steps = x.shape
-        y = torch.empty_like(x)
-        gain = x.new_empty(batch, steps)
+        y = empty_like(x)
+        gain = empty(batch, steps, dtype=x.dtype)
         states = torch.empty(batch, max((steps + CHUNK - 1) // CHUNK, 1), 3, dtype=torch.float64)
         if x.numel():
             _forward_kernel(x.numpy(), att.numpy(), sus.numpy(), k64.numpy(), det, CHUNK,
@@ -293,7 +294,7 @@ class _FusedTransient(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, gy, gg):
         x, att, sus, k64, states = ctx.saved_tensors
-        gx = torch.empty_like(x)
+        gx = empty_like(x)
         g_att = torch.zeros(x.shape[0], dtype=torch.float64)
         g_sus = torch.zeros_like(g_att)
         g_k = torch.zeros_like(k64)

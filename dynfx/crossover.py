@@ -12,6 +12,7 @@ Every batch item is filtered with its own frequencies; channels share their item
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -129,16 +130,31 @@ def split_bands(x: Tensor, freqs: list[Tensor], sample_rate: float) -> list[Tens
 
 def split_coeffs(freqs: list[Tensor], sample_rate: float) -> Tensor:
     """The (B, S, 5) float64 ``(b0, b1, b2, a1, a2)`` of every stage of the fused split
-    (:func:`dynfx._ops.split.split_topology` for ``len(freqs) + 1`` bands)."""
-    stages, _, _ = split_topology(len(freqs) + 1)
-    cache: dict[tuple[str, int], Tensor] = {}
-    rows = []
-    for kind, i in stages:
-        if (kind, i) not in cache:
-            b, a = biquad_coeffs(kind, freqs[i], sample_rate)
-            cache[kind, i] = torch.cat([b, a[:, 1:]], dim=1)
-        rows.append(cache[kind, i])
-    return torch.stack(rows, dim=1)
+    (:func:`dynfx._ops.split.split_topology` for ``len(freqs) + 1`` bands): the formulas of
+    :func:`biquad_coeffs`, evaluated for all stages at once."""
+    kinds, index = _stage_table(len(freqs) + 1)
+    w0 = 2.0 * math.pi * torch.stack(freqs, dim=1).double()[:, index] / sample_rate  # (B, S)
+    cos_w0 = torch.cos(w0)
+    alpha = torch.sin(w0) / math.sqrt(2.0)
+    a0 = 1.0 + alpha
+    a1 = -2.0 * cos_w0 / a0
+    a2 = (1.0 - alpha) / a0
+    is_hp, is_ap = kinds == 1, kinds == 2
+    c = torch.where(is_hp, 1.0 + cos_w0, 1.0 - cos_w0) / a0
+    half = 0.5 * c
+    b0 = torch.where(is_ap, a2, half)
+    b1 = torch.where(is_ap, a1, torch.where(is_hp, -c, c))
+    b2 = torch.where(is_ap, torch.ones_like(c), half)
+    return torch.stack([b0, b1, b2, a1, a2], dim=-1)
+
+
+@lru_cache(maxsize=None)
+def _stage_table(num_bands: int) -> tuple[Tensor, Tensor]:
+    """Per stage of the split: its kind (0 low-pass, 1 high-pass, 2 allpass) and crossover."""
+    stages, _, _ = split_topology(num_bands)
+    codes = {"lowpass": 0, "highpass": 1, "allpass": 2}
+    return (torch.tensor([codes[kind] for kind, _ in stages]),
+            torch.tensor([i for _, i in stages]))
 
 
 def split_bands_stacked(x: Tensor, freqs: list[Tensor], sample_rate: float) -> Tensor:

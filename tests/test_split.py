@@ -126,3 +126,17 @@ def test_silence_after_sound_and_constant_gradients_flush_to_zero_not_nan():
     bad = torch.zeros(1, 1, 300, dtype=torch.float64)
     bad[0, 0, 50] = float("nan")
     assert torch.isnan(split_bands_stacked(bad, freqs, fs)[..., 60:]).all()
+
+
+@pytest.mark.parametrize("n_bands", [2, 3, 4, 6])
+def test_split_coeffs_are_the_stages_biquad_coeffs(n_bands):
+    from dynfx.crossover import biquad_coeffs
+    freqs = _freqs(n_bands, 4, 48000, seed=n_bands)
+    coef = split_coeffs(freqs, 48000)
+    stages, _, _ = split_op.split_topology(n_bands)
+    for k, (kind, i) in enumerate(stages):
+        b, a = biquad_coeffs(kind, freqs[i], 48000)
+        assert torch.equal(coef[:, k], torch.cat([b, a[:, 1:]], dim=1)), (k, kind)
+    # gradients reach the frequencies through every kind of stage
+    grads = torch.autograd.grad(coef.square().sum(), freqs)
+    assert all(torch.isfinite(g).all() and (g != 0).all() for g in grads)

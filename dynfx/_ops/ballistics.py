@@ -86,11 +86,8 @@ def _forward_host(d: Tensor, k_att: Tensor, k_rel: Tensor) -> Tensor:
     return out
 
 
-def _backward_host(grad: Tensor, d: Tensor, e: Tensor, k_att: Tensor, k_rel: Tensor,
-                   out: Tensor | None = None):
-    """``out``: where to write the gradient of ``d`` (may be ``grad`` itself: each sample's
-    gradient is read before its slot is written)."""
-    grad_d = empty_like(d) if out is None else out
+def _backward_host(grad: Tensor, d: Tensor, e: Tensor, k_att: Tensor, k_rel: Tensor):
+    grad_d = empty_like(d)
     grad_ka = torch.zeros_like(k_att)
     grad_kr = torch.zeros_like(k_rel)
     if d.numel():

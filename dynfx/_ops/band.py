@@ -22,7 +22,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .ballistics import _backward_host, _forward_host, _np, ballistics
+from .ballistics import _backward_kernel as _ballistics_backward
+from .ballistics import _forward_kernel as _ballistics_forward
+from .ballistics import ballistics
 from .memory import empty, empty_like
 
 __all__ = ["band_dynamics", "band_dynamics_reference", "KNEES", "DETECTOR_CODES"]
@@ -123,10 +125,13 @@ def _gain_kernel(level, thr, amt, kw, kind, knee, gain):  # pragma: no cover - c
 
 @numba.njit(parallel=True, cache=True)
 def _gain_backward_kernel(
-    sxy, gg, level, amp, env, thr, amt, kw, kind, knee, det, g_env, g_thr, g_amt, g_kw, g_mk
+    sxy, gg, has_gg, level, amp, env, thr, amt, kw, kind, knee, det, g_env, g_thr, g_amt, g_kw,
+    g_mk,
 ):  # pragma: no cover - compiled
     """Adjoint of level -> gain -> amplitude, sample by sample (no recursion): the gradient with
-    respect to the envelope, and the per-row parameter gradients."""
+    respect to the envelope, and the per-row parameter gradients. ``gg``, the gradient of the
+    gain output, is read only when ``has_gg``. ``g_env`` may be ``sxy`` (each sample is read
+    before its slot is written)."""
     rows, steps = level.shape
     eps = _RMS_EPS if det == 0 else _PEAK_EPS
     db = _DB_POW if det == 0 else _DB_AMP
@@ -140,7 +145,7 @@ def _gain_backward_kernel(
             _, dg_dv, dg_da, dg_dw = _gain(kind, knee, float(level[b, n]) - t_b, a_b, w_b)
             d_total = float(sxy[b, n]) * float(amp[b, n]) * _LN10_20  # dloss / d(g + makeup)
             acc_mk += d_total
-            d_g = d_total + float(gg[b, n])
+            d_g = d_total + float(gg[b, n]) if has_gg else d_total
             acc_thr -= d_g * dg_dv
             acc_amt += d_g * dg_da
             acc_kw += d_g * dg_dw
@@ -254,22 +259,20 @@ class _FusedBand(torch.autograd.Function):
     def forward(ctx, x, thr, amt, kw, ka, kr, mk, kind, knee, det, group):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
-        # in place where possible: on long batches every fresh signal-sized tensor costs page
-        # faults (dynfx._ops.memory)
-        d = empty(x.shape[0], x.shape[2], dtype=x.dtype)
-        (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
-        env = _forward_host(d, ka, kr)
+        rows, channels, steps = x.shape
+        # the signal-sized arrays (dynfx._ops.memory), written in place
+        d, env, level, gain, amp = (empty(rows, steps, dtype=x.dtype) for _ in range(5))
+        y = empty(rows // group, channels, steps, dtype=x.dtype)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
-        level = empty_like(env)
+        (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
+        _ballistics_forward(d.numpy(), ka.numpy(), kr.numpy(), env.numpy())
         torch.add(env, eps, out=level).log10_().mul_(db)
-        gain = empty_like(level)
         _gain_kernel(level.numpy(), thr.numpy(), amt.numpy(), kw.numpy(), kind, knee, gain.numpy())
-        amp = empty_like(gain)
         torch.add(gain, mk[:, None], out=amp).mul_(_LN10_20).exp_()
-        y = empty(x.shape[0] // group, *x.shape[1:], dtype=x.dtype)
         _apply_gain_kernel(x.numpy(), amp.numpy(), group, y.numpy())
         ctx.save_for_backward(x, d, env, level, amp, thr, amt, kw, ka, kr)
         ctx.codes = (kind, knee, det, group)
+        ctx.set_materialize_grads(False)  # an unused output's gradient is None, not zeros
         return y, gain
 
     @staticmethod
@@ -277,24 +280,30 @@ class _FusedBand(torch.autograd.Function):
     def backward(ctx, gy, gg):
         x, d, env, level, amp, thr, amt, kw, ka, kr = ctx.saved_tensors
         kind, knee, det, group = ctx.codes
-        gy = gy.contiguous()
-        sxy = empty_like(env)
-        _channel_dot_kernel(gy.numpy(), x.numpy(), sxy.numpy(), group)
-        g_env = sxy  # written in place: each sample of sxy is read before its slot is written
+        rows, channels, steps = x.shape
+        gy = (x.new_zeros(rows // group, channels, steps) if gy is None else
+              gy.to(x.dtype).contiguous())
+        has_gg = gg is not None
+        gg = gg.to(x.dtype).contiguous() if has_gg else x.new_zeros(rows, 1)
+        gy_, x_ = gy.numpy(), x.numpy()
+        work = empty(rows, steps, dtype=x.dtype)  # sxy, then the envelope's, then d's gradient
+        w = work.numpy()
+        _channel_dot_kernel(gy_, x_, w, group)
+        # in place: each sample of w is read before its slot is written
         g_thr, g_amt, g_kw, g_mk = (torch.zeros_like(thr) for _ in range(4))
         _gain_backward_kernel(
-            sxy.numpy(), _np(gg), level.numpy(), amp.numpy(), env.numpy(), thr.numpy(),
+            w, gg.numpy(), has_gg, level.numpy(), amp.numpy(), env.numpy(), thr.numpy(),
             amt.numpy(), kw.numpy(), kind, knee, det,
-            g_env.numpy(), g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
+            w, g_thr.numpy(), g_amt.numpy(), g_kw.numpy(), g_mk.numpy(),
         )
-        g_d, g_ka, g_kr = _backward_host(g_env, d, env, ka, kr, out=g_env)
+        g_ka, g_kr = torch.zeros_like(ka), torch.zeros_like(kr)
+        _ballistics_backward(w, d.numpy(), env.numpy(), ka.numpy(), kr.numpy(), w, g_ka.numpy(),
+                             g_kr.numpy())
         gx = empty_like(x)
         if det == 0:
-            _input_grad_rms_kernel(gy.numpy(), x.numpy(), amp.numpy(), g_d.numpy(), gx.numpy(),
-                                   group)
+            _input_grad_rms_kernel(gy_, x_, amp.numpy(), w, gx.numpy(), group)
         else:
-            _input_grad_peak_kernel(gy.numpy(), x.numpy(), amp.numpy(), d.numpy(), g_d.numpy(),
-                                    gx.numpy(), group)
+            _input_grad_peak_kernel(gy_, x_, amp.numpy(), d.numpy(), w, gx.numpy(), group)
         return gx, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None, None
 
 

@@ -23,3 +23,60 @@ def test_buffers_are_ordinary_writable_tensors(monkeypatch):
         assert float(t.sum()) == 2.0 * memory.HUGE_MIN_BYTES
     finally:
         memory._madvise.cache_clear()
+
+
+def test_scratch_buffers_are_reused_only_when_nothing_refers_to_them(monkeypatch):
+    monkeypatch.setattr(memory, "_pool", [])
+    n = memory.HUGE_MIN_BYTES // 4  # float32 elements: pooled size
+    a = memory.scratch(2, n)
+    pa = a.data_ptr()
+    b = memory.scratch(2, n)
+    assert b.data_ptr() != pa  # a is alive
+    view = a[1:]
+    del a
+    c = memory.scratch(2, n)
+    assert c.data_ptr() not in (pa, b.data_ptr())  # a's view keeps it alive
+
+    # a tensor autograd saved for backward keeps its buffer until the backward pass is done
+    class Saves(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, kept):
+            ctx.save_for_backward(kept)
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            (kept,) = ctx.saved_tensors
+            assert float(kept[0, 0]) == 7.0  # not overwritten meanwhile
+            return g * 2, None
+
+    view.fill_(7.0)
+    x = torch.ones(3, requires_grad=True)
+    y = Saves.apply(x, view)
+    del view
+    others = [memory.scratch(2, n) for _ in range(3)]
+    assert pa not in [t.data_ptr() for t in others]
+    for t in others:
+        t.fill_(-1.0)
+    y.sum().backward()
+    del y, others
+    # once every reference is gone, the buffer comes back
+    del b, c
+    reused = memory.scratch(2, n)
+    assert reused.data_ptr() == pa
+    assert reused.shape == (2, n) and reused.dtype == torch.float32
+
+
+def test_scratch_pool_limit(monkeypatch):
+    monkeypatch.setattr(memory, "_pool", [])
+    n = memory.HUGE_MIN_BYTES // 8
+    monkeypatch.setenv("DYNFX_POOL_BYTES", str(3 * memory.HUGE_MIN_BYTES))
+    held = [memory.scratch(n, dtype=torch.float64) for _ in range(5)]
+    assert len(memory._pool) == 3  # the others are ordinary allocations
+    assert len({t.data_ptr() for t in held}) == 5
+    monkeypatch.setenv("DYNFX_POOL_BYTES", "0")
+    memory._pool.clear()
+    memory.scratch(n, dtype=torch.float64)
+    assert memory._pool == []
+    small = memory.scratch(3, 4, dtype=torch.float64)  # below the pooled size: plain tensor
+    assert small.shape == (3, 4)

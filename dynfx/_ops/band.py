@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 from .ballistics import _backward_kernel as _ballistics_backward
 from .ballistics import _forward_kernel as _ballistics_forward
 from .ballistics import ballistics
-from .memory import empty, empty_like
+from .memory import empty, scratch, scratch_like
 
 __all__ = ["band_dynamics", "band_dynamics_reference", "KNEES", "DETECTOR_CODES"]
 
@@ -260,8 +260,10 @@ class _FusedBand(torch.autograd.Function):
         x = x.detach().contiguous()
         thr, amt, kw, ka, kr, mk = (p.detach().contiguous() for p in (thr, amt, kw, ka, kr, mk))
         rows, channels, steps = x.shape
-        # the signal-sized arrays (dynfx._ops.memory), written in place
-        d, env, level, gain, amp = (empty(rows, steps, dtype=x.dtype) for _ in range(5))
+        # the signal-sized arrays (dynfx._ops.memory): the intermediates from the scratch pool,
+        # the outputs fresh; written in place
+        d, env, level, amp = (scratch(rows, steps, dtype=x.dtype) for _ in range(4))
+        gain = empty(rows, steps, dtype=x.dtype)
         y = empty(rows // group, channels, steps, dtype=x.dtype)
         eps, db = (_RMS_EPS, 10.0) if det == 0 else (_PEAK_EPS, 20.0)
         (_power_kernel if det == 0 else _peak_kernel)(x.numpy(), d.numpy())
@@ -286,7 +288,7 @@ class _FusedBand(torch.autograd.Function):
         has_gg = gg is not None
         gg = gg.to(x.dtype).contiguous() if has_gg else x.new_zeros(rows, 1)
         gy_, x_ = gy.numpy(), x.numpy()
-        work = empty(rows, steps, dtype=x.dtype)  # sxy, then the envelope's, then d's gradient
+        work = scratch(rows, steps, dtype=x.dtype)  # sxy, then the envelope's, then d's gradient
         w = work.numpy()
         _channel_dot_kernel(gy_, x_, w, group)
         # in place: each sample of w is read before its slot is written
@@ -299,7 +301,7 @@ class _FusedBand(torch.autograd.Function):
         g_ka, g_kr = torch.zeros_like(ka), torch.zeros_like(kr)
         _ballistics_backward(w, d.numpy(), env.numpy(), ka.numpy(), kr.numpy(), w, g_ka.numpy(),
                              g_kr.numpy())
-        gx = empty_like(x)
+        gx = scratch_like(x)
         if det == 0:
             _input_grad_rms_kernel(gy_, x_, amp.numpy(), w, gx.numpy(), group)
         else:

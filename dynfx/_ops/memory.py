@@ -8,20 +8,31 @@ mapping with 2 MiB pages (``madvise(MADV_HUGEPAGE)``, honoured when transparent 
 in ``madvise`` or ``always`` mode) before the first write cuts that to a few milliseconds. The
 tensors are ordinary tensors; where the call is unavailable (not Linux, no libc, huge pages
 off) :func:`empty` is ``torch.empty``. ``DYNFX_HUGEPAGES=0`` switches the advice off.
+
+The pages of a fresh mapping still have to be cleared by the kernel, every step of a training
+loop again. :func:`scratch` serves an operation's large intermediate arrays from a bounded pool
+instead: a pooled array is handed out again only once no tensor refers to it any more (the
+pool's NumPy arrays are reference-counted by every tensor made from them, autograd's saved
+tensors included), so reuse never aliases live data. The pool keeps at most
+``DYNFX_POOL_BYTES`` bytes (default 1 GiB; 0 turns it off); beyond that, buffers are ordinary
+allocations.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import sys
+import threading
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["empty", "empty_like", "HUGE_MIN_BYTES"]
+__all__ = ["empty", "empty_like", "scratch", "scratch_like", "HUGE_MIN_BYTES"]
 
 HUGE_MIN_BYTES = 4 << 20  # below this a buffer is (or soon is) served from the malloc heap
 _HUGE_PAGE = 2 << 20
@@ -64,3 +75,55 @@ def empty(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
 def empty_like(t: Tensor) -> Tensor:
     """:func:`empty` with ``t``'s shape and dtype (contiguous)."""
     return empty(*t.shape, dtype=t.dtype)
+
+
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_pool: list[np.ndarray] = []
+_pool_lock = threading.Lock()
+
+
+def _pool_limit() -> int:
+    try:
+        return int(os.environ.get("DYNFX_POOL_BYTES", 1 << 30))
+    except ValueError:
+        return 1 << 30
+
+
+def _refs(a: np.ndarray) -> int:
+    return sys.getrefcount(a)
+
+
+def _free_refs() -> int:
+    """The reference count :func:`_refs` sees for a pooled array nothing else refers to (the
+    pool's list, the loop variable, the arguments), measured the way :func:`scratch` looks."""
+    for a in [np.empty(1)]:
+        return _refs(a)
+    raise AssertionError
+
+
+_FREE_REFS = _free_refs()
+
+
+def scratch(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """An uninitialised contiguous CPU tensor for an operation's intermediate values: large ones
+    come from the pool of arrays no tensor uses any more (or a new, pooled one while the pool is
+    under its limit); small ones, and dtypes other than float32/float64, are :func:`empty`."""
+    n = math.prod(shape)
+    np_dtype = _NUMPY.get(dtype)
+    limit = _pool_limit()
+    if np_dtype is None or limit <= 0 or n * np.dtype(np_dtype).itemsize < HUGE_MIN_BYTES:
+        return empty(*shape, dtype=dtype)
+    with _pool_lock:
+        for a in _pool:
+            if a.size == n and a.dtype == np_dtype and _refs(a) <= _FREE_REFS:
+                return torch.from_numpy(a).view(shape)
+        a = np.empty(n, dtype=np_dtype)
+        t = _advise(torch.from_numpy(a))
+        if sum(b.nbytes for b in _pool) + a.nbytes <= limit:
+            _pool.append(a)
+        return t.view(shape)
+
+
+def scratch_like(t: Tensor) -> Tensor:
+    """:func:`scratch` with ``t``'s shape and dtype."""
+    return scratch(*t.shape, dtype=t.dtype)

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .memory import empty, empty_like
+from .memory import scratch, scratch_like
 
 __all__ = ["split_topology", "lane_layout", "fused_split", "CHUNK", "FUSED_MAX_BANDS", "LANES"]
 
@@ -325,7 +325,7 @@ class _FusedSplit(torch.autograd.Function):
         ctx.coef_dtype = coef.dtype
         lanes = _lane_coefs(coef.detach().double(), num_bands)
         batch, channels, steps = x.shape
-        out = empty(batch, num_bands, channels, steps, dtype=x.dtype)
+        out = scratch(batch, num_bands, channels, steps, dtype=x.dtype)
         n_chunks = max((steps + CHUNK - 1) // CHUNK, 1)
         states = torch.empty(batch * channels, n_chunks, lanes.shape[1], 2, LANES,
                              dtype=torch.float64)
@@ -341,7 +341,7 @@ class _FusedSplit(torch.autograd.Function):
         x, lanes, states = ctx.saved_tensors
         batch, channels, _ = x.shape
         depth = lanes.shape[1]
-        gx = empty_like(x)  # every sample is written
+        gx = scratch_like(x)  # every sample is written
         glanes = torch.zeros(batch * channels, depth, 5, LANES, dtype=torch.float64)
         if x.numel():
             _kernels(ctx.num_bands)[1](gout.to(x.dtype).contiguous().numpy(), x.numpy(),

@@ -80,3 +80,15 @@ def test_scratch_pool_limit(monkeypatch):
     assert memory._pool == []
     small = memory.scratch(3, 4, dtype=torch.float64)  # below the pooled size: plain tensor
     assert small.shape == (3, 4)
+
+
+def test_release_pool_drops_free_buffers(monkeypatch):
+    monkeypatch.setattr(memory, "_pool", [])
+    n = memory.HUGE_MIN_BYTES // 4
+    kept = memory.scratch(n)
+    memory.scratch(n)  # dropped at once: free in the pool
+    assert len(memory._pool) == 2
+    memory.release_pool()
+    assert memory._pool == []
+    kept.fill_(1.0)  # the live one is untouched
+    assert float(kept[0]) == 1.0

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["empty", "empty_like", "scratch", "scratch_like", "HUGE_MIN_BYTES"]
+__all__ = ["empty", "empty_like", "scratch", "scratch_like", "release_pool", "HUGE_MIN_BYTES"]
 
 HUGE_MIN_BYTES = 4 << 20  # below this a buffer is (or soon is) served from the malloc heap
 _HUGE_PAGE = 2 << 20
@@ -127,3 +127,10 @@ def scratch(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
 def scratch_like(t: Tensor) -> Tensor:
     """:func:`scratch` with ``t``'s shape and dtype."""
     return scratch(*t.shape, dtype=t.dtype)
+
+
+def release_pool() -> None:
+    """Drop the pool's references (its free arrays are freed; arrays still in use live on with
+    their tensors). For measuring peak memory, or handing memory back between phases."""
+    with _pool_lock:
+        _pool.clear()

@@ -9,6 +9,9 @@ PyTorch operations elsewhere).
 - :mod:`.split`: a whole crossover split in one pass (numba kernels generated per band count)
 - :mod:`.transient`: the transient shaper, detector to output, fused on CPU
 - :mod:`.gain_match`: the gain-matching loss of refinement, loss and gradient in one pass
+- :mod:`.checks`: the input check (non-finite or overflowing samples) in one pass
+- :mod:`.simd`: four float64 lanes as one value in numba kernels (LLVM vector intrinsics)
+- :mod:`.memory`: signal-sized buffers on huge pages, and a pool for intermediate arrays
 """
 
 from .ballistics import ballistics, ballistics_reference

@@ -9,6 +9,7 @@ from typing import Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
+from .._ops.checks import first_bad_samples
 from ..params import EffectParam, ParamValue, as_batch
 
 __all__ = ["DynamicsProcessor", "check_choice"]
@@ -218,13 +219,13 @@ class DynamicsProcessor(nn.Module):
         """``ValueError`` naming the batch item and the first sample that is NaN, infinite or
         so large that its power overflows."""
         limit = self._amplitude_limit(x.dtype)
-        bad = ~torch.isfinite(x) | (x.abs() > limit)
-        if not bool(bad.any()):
+        first_bad = first_bad_samples(x.detach(), limit)  # (B, C), -1: none
+        if not bool((first_bad >= 0).any()):
             return
-        item = int(bad.flatten(1).any(dim=1).nonzero()[0])
-        hits = bad[item].nonzero()  # (k, 2): channel, sample
-        first = int(hits[:, 1].min())
-        channel = int(hits[hits[:, 1] == first][0, 0])
+        item = int((first_bad >= 0).any(dim=1).nonzero()[0])
+        row = first_bad[item]
+        first = int(row[row >= 0].min())
+        channel = int((row == first).nonzero()[0])
         value = float(x[item, channel, first])
         why = "is not finite" if not math.isfinite(value) else (
             f"exceeds {limit:.3g} in magnitude (its power could overflow {x.dtype})")

@@ -85,3 +85,17 @@ def test_empty_and_zero_settings():
     assert torch.equal(y, x) and torch.equal(gain, torch.zeros_like(gain))
     y, gain = transient_shaper(x[..., :0], zero, zero, k, "rms")
     assert y.shape == (2, 2, 0) and gain.shape == (2, 0)
+
+
+@pytest.mark.parametrize("pick", [0, 1])
+def test_loss_on_one_output_only(pick):
+    # the other output's gradient is None inside the op (not materialised as zeros)
+    x, attack, sustain, ms = _case(torch.float64, steps=700)
+    results = []
+    for fn in (transient_shaper, transient_reference):
+        leaves = [t.clone().requires_grad_(True) for t in (x, attack, sustain, *ms.values())]
+        k = F.transient_coefs(*leaves[3:], FS, "ballistics")
+        out = fn(leaves[0], leaves[1], leaves[2], k, "rms")[pick]
+        results.append(torch.autograd.grad(out.square().sum(), leaves))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10 * (1 + b.abs().max().item()))

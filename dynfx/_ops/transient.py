@@ -166,11 +166,11 @@ def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states):  # pragma: no 
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
-def _backward_kernel(gy, gg, x, att, sus, k, det, chunk, states, gx, g_att, g_sus,
+def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, gx, g_att, g_sus,
                      g_k):  # pragma: no cover - compiled
     """Per row, the chunks last first: recompute the chunk's envelopes, smoothstep arguments
     and amplitudes from the stored states into small buffers, then run the adjoint back
-    through it."""
+    through it. ``gg`` (the gain output's gradient) is read only when ``has_gg``."""
     batch, channels, steps = x.shape
     n_chunks = (steps + chunk - 1) // chunk
     for b in numba.prange(batch):
@@ -221,7 +221,9 @@ def _backward_kernel(gy, gg, x, att, sus, k, det, chunk, states, gx, g_att, g_su
                 sxy = 0.0
                 for c in range(channels):
                     sxy += float(gy[b, c, n]) * float(x[b, c, n])
-                dg = sxy * a * _LN10_20 + float(gg[b, n])
+                dg = sxy * a * _LN10_20
+                if has_gg:
+                    dg += float(gg[b, n])
                 ef, es, eh = env[j + 1, 0], env[j + 1, 1], env[j + 1, 2]
                 ef_p, es_p, eh_p = env[j, 0], env[j, 1], env[j, 2]
                 phi, dphi = _smoothstep(uwa[j, 0])
@@ -230,9 +232,14 @@ def _backward_kernel(gy, gg, x, att, sus, k, det, chunk, states, gx, g_att, g_su
                 acc_s += dg * (1.0 - phi) * psi
                 gu = dg * (a_b - s_b * psi) * dphi / TRANSIENT_FULL_DB
                 gw = dg * s_b * (1.0 - phi) * dpsi / _SOUND_SPAN
-                g_ef = gu * db / (ef + eps)
-                g_es = (gw - gu) * db / (es + eps)
-                g_eh = -gw * db / (eh + eps)
+                if gu != 0.0 or gw != 0.0:  # inside a ramp; elsewhere skip the divisions
+                    g_ef = gu * db / (ef + eps)
+                    g_es = (gw - gu) * db / (es + eps)
+                    g_eh = -gw * db / (eh + eps)
+                else:
+                    g_ef = 0.0
+                    g_es = 0.0
+                    g_eh = 0.0
                 # hold and slow: input ef, their input gradients join the fast envelope's
                 lam_h, kh, t_att, t_rel = _follower_adjoint(lam_h, g_eh, kh_next, ef, eh_p, kha, khr)
                 acc_ha += t_att
@@ -288,6 +295,7 @@ class _FusedTransient(torch.autograd.Function):
         ctx.save_for_backward(x, att, sus, k64, states)
         ctx.det = det
         ctx.k_dtype = k.dtype
+        ctx.set_materialize_grads(False)  # an unused output's gradient is None, not zeros
         return y, gain
 
     @staticmethod
@@ -299,9 +307,10 @@ class _FusedTransient(torch.autograd.Function):
         g_sus = torch.zeros_like(g_att)
         g_k = torch.zeros_like(k64)
         gy = torch.zeros_like(x) if gy is None else gy.to(x.dtype).contiguous()
-        gg = x.new_zeros(x.shape[0], x.shape[2]) if gg is None else gg.to(x.dtype).contiguous()
+        has_gg = gg is not None
+        gg = gg.to(x.dtype).contiguous() if has_gg else x.new_zeros(x.shape[0], 1)
         if x.numel():
-            _backward_kernel(gy.numpy(), gg.numpy(), x.numpy(), att.numpy(), sus.numpy(),
+            _backward_kernel(gy.numpy(), gg.numpy(), has_gg, x.numpy(), att.numpy(), sus.numpy(),
                              k64.numpy(), ctx.det, CHUNK, states.numpy(), gx.numpy(),
                              g_att.numpy(), g_sus.numpy(), g_k.numpy())
         return gx, g_att.to(att.dtype), g_sus.to(sus.dtype), g_k.to(ctx.k_dtype), None

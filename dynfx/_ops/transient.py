@@ -3,13 +3,14 @@
 Per row, one forward loop over the samples: the linked detector, the three followers (fast on
 the detector signal; slow and hold on the fast envelope), the two level differences (each the
 logarithm of a ratio of envelopes), the onset weight ``phi``, the sounding weight ``psi``, the
-gain ``g = attack phi + sustain (1 - phi) psi`` and ``y = x 10^(g / 20)``; only the three
-envelopes at the start of every chunk of :data:`CHUNK` samples are kept (float64). The backward
-pass takes the chunks last first: it recomputes a chunk's envelopes, smoothstep arguments and
-amplitudes into small buffers, then runs back through it: the adjoint of the gain formula and
-of the level differences, the three reverse-time follower recursions together (hold and slow
-feed their input gradient into the fast one at the same sample), then the detector. Nothing of
-signal length is stored besides the input. It computes what :func:`transient_reference` computes with
+gain ``g = attack phi + sustain (1 - phi) psi`` and ``y = x 10^(g / 20)``; the three envelopes
+at the start of every chunk of :data:`CHUNK` samples are kept (float64), and per sample the two
+smoothstep arguments and the amplitude (in the signal's dtype: their logarithms and exponential
+are the expensive part of a sample). The backward pass takes the chunks last first: it
+recomputes a chunk's envelopes (the followers only) into a small buffer, then runs back through
+it: the adjoint of the gain formula and of the level differences, the three reverse-time
+follower recursions together (hold and slow feed their input gradient into the fast one at the
+same sample), then the detector. It computes what :func:`transient_reference` computes with
 separate PyTorch operations (the tests hold the two together); scalars are float64 inside the
 kernels, arrays in the signal's dtype. Formulas: :func:`dynfx.functional.transient_gain`.
 """
@@ -25,7 +26,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .band import DETECTOR_CODES
-from .memory import empty, empty_like
+from .memory import empty, empty_like, scratch
 
 __all__ = ["transient_shaper", "transient_reference", "transient_gain_reference", "TRANSIENT_FULL_DB", "HOLD_RELEASE_FACTOR",
            "SOUNDING_LOW_DB", "SOUNDING_HIGH_DB"]
@@ -78,6 +79,16 @@ def _smoothstep(z):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
+def _followers(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr):  # pragma: no cover - compiled
+    """One sample of the three followers: fast on the detector signal, slow and hold on the fast
+    envelope."""
+    ef += (kfa if d > ef else kfr) * (d - ef)
+    es += (ksa if ef > es else ksr) * (ef - es)
+    eh += (kha if ef > eh else khr) * (ef - eh)
+    return ef, es, eh
+
+
+@numba.njit(inline="always")
 def _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps, db, r_phi, r_low, r_high, a_b, s_b,
           amp_att, amp_sus):  # pragma: no cover - compiled
     """One sample: the three followers, the smoothstep arguments u (phi) and w (psi), the gain
@@ -87,9 +98,7 @@ def _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps, db, r_phi, r_low, r_
     smoothsteps' ramps (a few dB): outside, comparing the ratio with the ramp's ends settles
     phi and psi, and the gain is 0, attack_db or sustain_db exactly, whose amplitudes are
     computed once per row."""
-    ef += (kfa if d > ef else kfr) * (d - ef)
-    es += (ksa if ef > es else ksr) * (ef - es)
-    eh += (kha if ef > eh else khr) * (ef - eh)
+    ef, es, eh = _followers(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr)
     ff, fs_, fh = ef + eps, es + eps, eh + eps
     if ff <= fs_:
         u = 0.0
@@ -140,9 +149,12 @@ def _row_constants(det, att_b, sus_b):  # pragma: no cover - compiled
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
-def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states):  # pragma: no cover - compiled
+def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states,
+                    uwa):  # pragma: no cover - compiled
     """k: (B, 6) new-sample weights (fast att/rel, slow att/rel, hold att/rel); states
-    (B, n_chunks, 3) float64: the three envelopes before each chunk of ``chunk`` samples."""
+    (B, n_chunks, 3) float64: the three envelopes before each chunk of ``chunk`` samples;
+    uwa (3, B, T): the smoothstep arguments u, w and the amplitude of every sample, kept for
+    the backward pass (whose recomputation then runs the followers only)."""
     batch, channels, steps = x.shape
     for b in numba.prange(batch):
         kfa, kfr, ksa, ksr, kha, khr = k[b, 0], k[b, 1], k[b, 2], k[b, 3], k[b, 4], k[b, 5]
@@ -157,20 +169,24 @@ def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states):  # pragma: no 
             states[b, q, 2] = eh
             for n in range(q * chunk, min(steps, (q + 1) * chunk)):
                 d = _detector(x, b, n, det)
-                ef, es, eh, _, _, g, a = _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps,
+                ef, es, eh, u, w, g, a = _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps,
                                                db, r_phi, r_low, r_high, a_b, s_b, amp_att,
                                                amp_sus)
                 for c in range(channels):
                     y[b, c, n] = x[b, c, n] * a
                 gain[b, n] = g
+                uwa[0, b, n] = u
+                uwa[1, b, n] = w
+                uwa[2, b, n] = a
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
-def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, gx, g_att, g_sus,
+def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx, g_att, g_sus,
                      g_k):  # pragma: no cover - compiled
-    """Per row, the chunks last first: recompute the chunk's envelopes, smoothstep arguments
-    and amplitudes from the stored states into small buffers, then run the adjoint back
-    through it. ``gg`` (the gain output's gradient) is read only when ``has_gg``."""
+    """Per row, the chunks last first: recompute the chunk's envelopes from the stored states
+    into a small buffer, then run the adjoint back through it (smoothstep arguments and
+    amplitudes as the forward pass kept them in ``uwa``). ``gg`` (the gain output's gradient)
+    is read only when ``has_gg``."""
     batch, channels, steps = x.shape
     n_chunks = (steps + chunk - 1) // chunk
     for b in numba.prange(batch):
@@ -178,7 +194,6 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, gx, g_a
         a_b, s_b = float(att[b]), float(sus[b])
         eps, db, r_phi, r_low, r_high, amp_att, amp_sus = _row_constants(det, a_b, s_b)
         env = np.empty((chunk + 1, 3))  # row 0: the envelopes before the chunk
-        uwa = np.empty((chunk, 3))  # u, w, amplitude
         dd = np.empty(chunk)
         lam_f = 0.0
         lam_s = 0.0
@@ -204,20 +219,15 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, gx, g_a
             env[0, 2] = eh
             for j in range(m):
                 d = _detector(x, b, n0 + j, det)
-                ef, es, eh, u, w, _, a = _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps,
-                                               db, r_phi, r_low, r_high, a_b, s_b, amp_att,
-                                               amp_sus)
+                ef, es, eh = _followers(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr)
                 dd[j] = d
                 env[j + 1, 0] = ef
                 env[j + 1, 1] = es
                 env[j + 1, 2] = eh
-                uwa[j, 0] = u
-                uwa[j, 1] = w
-                uwa[j, 2] = a
             for jj in range(m):
                 j = m - 1 - jj
                 n = n0 + j
-                a = uwa[j, 2]
+                a = float(uwa[2, b, n])
                 sxy = 0.0
                 for c in range(channels):
                     sxy += float(gy[b, c, n]) * float(x[b, c, n])
@@ -226,8 +236,8 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, gx, g_a
                     dg += float(gg[b, n])
                 ef, es, eh = env[j + 1, 0], env[j + 1, 1], env[j + 1, 2]
                 ef_p, es_p, eh_p = env[j, 0], env[j, 1], env[j, 2]
-                phi, dphi = _smoothstep(uwa[j, 0])
-                psi, dpsi = _smoothstep(uwa[j, 1])
+                phi, dphi = _smoothstep(float(uwa[0, b, n]))
+                psi, dpsi = _smoothstep(float(uwa[1, b, n]))
                 acc_a += dg * phi
                 acc_s += dg * (1.0 - phi) * psi
                 gu = dg * (a_b - s_b * psi) * dphi / TRANSIENT_FULL_DB
@@ -289,10 +299,11 @@ class _FusedTransient(torch.autograd.Function):
         y = empty_like(x)
         gain = empty(batch, steps, dtype=x.dtype)
         states = torch.empty(batch, max((steps + CHUNK - 1) // CHUNK, 1), 3, dtype=torch.float64)
+        uwa = scratch(3, batch, steps, dtype=x.dtype)
         if x.numel():
             _forward_kernel(x.numpy(), att.numpy(), sus.numpy(), k64.numpy(), det, CHUNK,
-                            y.numpy(), gain.numpy(), states.numpy())
-        ctx.save_for_backward(x, att, sus, k64, states)
+                            y.numpy(), gain.numpy(), states.numpy(), uwa.numpy())
+        ctx.save_for_backward(x, att, sus, k64, states, uwa)
         ctx.det = det
         ctx.k_dtype = k.dtype
         ctx.set_materialize_grads(False)  # an unused output's gradient is None, not zeros
@@ -301,7 +312,7 @@ class _FusedTransient(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy, gg):
-        x, att, sus, k64, states = ctx.saved_tensors
+        x, att, sus, k64, states, uwa = ctx.saved_tensors
         gx = empty_like(x)
         g_att = torch.zeros(x.shape[0], dtype=torch.float64)
         g_sus = torch.zeros_like(g_att)
@@ -311,7 +322,8 @@ class _FusedTransient(torch.autograd.Function):
         gg = gg.to(x.dtype).contiguous() if has_gg else x.new_zeros(x.shape[0], 1)
         if x.numel():
             _backward_kernel(gy.numpy(), gg.numpy(), has_gg, x.numpy(), att.numpy(), sus.numpy(),
-                             k64.numpy(), ctx.det, CHUNK, states.numpy(), gx.numpy(),
+                             k64.numpy(), ctx.det, CHUNK, states.numpy(), uwa.numpy(),
+                             gx.numpy(),
                              g_att.numpy(), g_sus.numpy(), g_k.numpy())
         return gx, g_att.to(att.dtype), g_sus.to(sus.dtype), g_k.to(ctx.k_dtype), None
 

@@ -92,3 +92,22 @@ def test_release_pool_drops_free_buffers(monkeypatch):
     assert memory._pool == []
     kept.fill_(1.0)  # the live one is untouched
     assert float(kept[0]) == 1.0
+
+
+def test_scratch_pool_drops_least_recently_used_free_arrays(monkeypatch):
+    monkeypatch.setattr(memory, "_pool", [])
+    unit = memory.HUGE_MIN_BYTES // 8  # float64 elements of one pooled unit
+    monkeypatch.setenv("DYNFX_POOL_BYTES", str(3 * memory.HUGE_MIN_BYTES))
+    live = memory.scratch(unit, dtype=torch.float64)  # in use throughout
+    memory.scratch(2 * unit, dtype=torch.float64)  # free at once: pooled, then stale
+    assert [a.size for a in memory._pool] == [unit, 2 * unit]
+    # a new size that does not fit: the stale free array goes, the live one stays
+    other = memory.scratch(unit + 1, dtype=torch.float64)
+    assert sorted(a.size for a in memory._pool) == [unit, unit + 1]
+    live.fill_(3.0)
+    other.fill_(4.0)
+    assert float(live.sum()) == 3.0 * unit and float(other.sum()) == 4.0 * (unit + 1)
+    # nothing free to drop and no room: an ordinary allocation, the pool unchanged
+    extra = memory.scratch(2 * unit, dtype=torch.float64)
+    assert sorted(a.size for a in memory._pool) == [unit, unit + 1]
+    assert extra.shape == (2 * unit,)

@@ -14,8 +14,9 @@ loop again. :func:`scratch` serves an operation's large intermediate arrays from
 instead: a pooled array is handed out again only once no tensor refers to it any more (the
 pool's NumPy arrays are reference-counted by every tensor made from them, autograd's saved
 tensors included), so reuse never aliases live data. The pool keeps at most
-``DYNFX_POOL_BYTES`` bytes (default 1 GiB; 0 turns it off); beyond that, buffers are ordinary
-allocations.
+``DYNFX_POOL_BYTES`` bytes (default 1 GiB; 0 turns it off): when a new array would exceed that,
+the least recently used free arrays are dropped first, and if that is not enough the new array
+is an ordinary allocation.
 """
 
 from __future__ import annotations
@@ -114,12 +115,26 @@ def scratch(*shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
     if np_dtype is None or limit <= 0 or n * np.dtype(np_dtype).itemsize < HUGE_MIN_BYTES:
         return empty(*shape, dtype=dtype)
     with _pool_lock:
-        for a in _pool:
+        for i in range(len(_pool)):  # (enumerate's reused tuple would hold one more reference)
+            a = _pool[i]
             if a.size == n and a.dtype == np_dtype and _refs(a) <= _FREE_REFS:
+                _pool.append(_pool.pop(i))  # most recently used last
                 return torch.from_numpy(a).view(shape)
         a = np.empty(n, dtype=np_dtype)
         t = _advise(torch.from_numpy(a))
-        if sum(b.nbytes for b in _pool) + a.nbytes <= limit:
+        # over the limit: forget the least recently used free arrays (other sizes, older
+        # shapes) to make room; arrays in use stay
+        held = sum(b.nbytes for b in _pool)
+        if held + a.nbytes > limit:
+            free = [_refs(b) <= _FREE_REFS for b in _pool]  # b: a loop variable, as in the scan
+            keep = []
+            for b, is_free in zip(_pool, free):
+                if is_free and held + a.nbytes > limit:
+                    held -= b.nbytes
+                else:
+                    keep.append(b)
+            _pool[:] = keep
+        if held + a.nbytes <= limit:
             _pool.append(a)
         return t.view(shape)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -215,22 +216,27 @@ def _peak_kernel(x, d):  # pragma: no cover - compiled
 def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover - compiled
     """gx = gy * amp + the peak detector path: g_d goes to the channel(s) holding the maximum,
     with the sign of the sample, shared equally between ties (as torch.amax does); gy of row
-    b // group."""
+    b // group. Every loop runs over contiguous samples without branches (the tie count and the
+    share in a row-sized buffer), so that it vectorises."""
     rows, channels, steps = x.shape
     for b in numba.prange(rows):
         g = b // group
-        for n in range(steps):
-            ties = 0
+        share = np.zeros(steps)
+        if channels > 1:
             for c in range(channels):
-                if abs(x[b, c, n]) == d[b, n]:
-                    ties += 1
-            share = g_d[b, n] / ties
-            for c in range(channels):
+                for n in range(steps):
+                    share[n] += 1.0 if abs(x[b, c, n]) == d[b, n] else 0.0
+            for n in range(steps):
+                share[n] = g_d[b, n] / share[n]
+        else:
+            for n in range(steps):
+                share[n] = g_d[b, n]
+        for c in range(channels):
+            for n in range(steps):
                 v = x[b, c, n]
-                extra = 0.0
-                if abs(v) == d[b, n]:
-                    extra = share if v > 0 else (-share if v < 0 else 0.0)
-                gx[b, c, n] = gy[g, c, n] * amp[b, n] + extra
+                s = share[n] if abs(v) == d[b, n] else 0.0
+                s = s if v > 0 else (-s if v < 0 else 0.0)
+                gx[b, c, n] = gy[g, c, n] * amp[b, n] + s
 
 
 @numba.njit(parallel=True, cache=True)

@@ -118,6 +118,30 @@ def test_normalize_denormalize_round_trip(cls):
         assert torch.equal(v, dsp[n])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+def test_matrix_mapping_equals_column_by_column(cls, dtype):
+    # a (B, P) norm_params tensor is checked and mapped as one matrix inside a call: the same
+    # values and gradients, bit for bit, as mapping each column with its EffectParam
+    proc = cls(param_range={proc_name: EffectParam(0.5, 8.0, "log")
+                            for proc_name in cls().param_names[:1]})
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(4, proc.count_num_parameters(), generator=g, dtype=torch.float64)
+    u[0] = 0.0
+    u[1] = 1.0
+    u = u.to(dtype).requires_grad_(True)
+    x = torch.zeros(4, 1, 8, dtype=dtype)
+    fast = proc._resolve(x, u, None, validate=True)
+    w = torch.randn(4, len(fast), generator=g, dtype=torch.float64).to(dtype)
+    grad_fast, = torch.autograd.grad(sum((v * w[:, i]).sum() for i, v in enumerate(fast.values())), u)
+    ref = {n: spec.denormalize(u[:, i]) for i, (n, spec) in enumerate(proc.params.items())}
+    grad_ref, = torch.autograd.grad(sum((v * w[:, i]).sum() for i, v in enumerate(ref.values())), u)
+    assert list(fast) == list(ref)
+    for n in ref:
+        assert torch.equal(fast[n], ref[n]), n
+    assert torch.equal(grad_fast, grad_ref)
+
+
 def test_normalize_accepts_numbers():
     p = dynfx.Compressor()
     u = p.normalize(mid_dsp(p))

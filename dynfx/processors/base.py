@@ -300,6 +300,10 @@ class DynamicsProcessor(nn.Module):
         if (norm_params is None) == (dsp_params is None):
             raise ValueError(f"{name}: pass exactly one of norm_params or dsp_params")
         batch = x.shape[0]
+        if isinstance(norm_params, Tensor):
+            fast = self._resolve_matrix(x, norm_params, batch, validate)
+            if fast is not None:
+                return fast
         if norm_params is not None:
             cols = self._norm_columns(norm_params, batch)
             out = {}
@@ -320,6 +324,44 @@ class DynamicsProcessor(nn.Module):
                 )
             out[n] = v
         return out
+
+    def _resolve_matrix(self, x: Tensor, norm_params: Tensor, batch: int,
+                        validate: bool) -> Optional[dict[str, Tensor]]:
+        """The (B, P) ``norm_params`` of a call checked and mapped to physical values as one
+        matrix: a handful of operations (and autograd nodes) whatever the number of parameters,
+        the same values as mapping column by column (:meth:`EffectParam.denormalize`: the same
+        operations on the same float values). ``None`` (the caller checks column by column and
+        raises the precise error) when the matrix has a bad shape or a value out of range."""
+        self._norm_columns(norm_params, batch)  # shape and type errors
+        u = norm_params.to(dtype=x.dtype, device=x.device)
+        if validate:
+            bad = ~torch.isfinite(u) | (u < -NORM_TOL) | (u > 1.0 + NORM_TOL)
+            if bool(bad.any()):
+                return None
+        lo, span, log_ratio, is_log = self._norm_table(u)
+        if is_log is None:  # every column linear
+            phys = lo + u * span
+        else:
+            phys = torch.where(is_log, lo * torch.exp(u * log_ratio), lo + u * span)
+        return dict(zip(self._params, phys.unbind(dim=1)))
+
+    def _norm_table(self, like: Tensor):
+        """Per column of ``norm_params``: min, max - min, log(max / min) (0 for linear scales)
+        and the log-scale mask (``None`` when no column is log-scaled), in ``like``'s dtype and
+        device; cached per parameter table, dtype and device."""
+        specs = tuple((s.min_val, s.max_val, s.scale) for s in self._params.values())
+        key = (specs, like.dtype, like.device)
+        cache = self.__dict__.setdefault("_norm_table_cache", {})
+        if key not in cache:
+            def col(values, dtype=like.dtype):
+                return torch.tensor(values, dtype=dtype, device=like.device)
+            logs = [scale == "log" for _, _, scale in specs]
+            cache.clear()  # one table at a time: a processor rarely changes dtype or device
+            cache[key] = (col([lo for lo, _, _ in specs]), col([hi - lo for lo, hi, _ in specs]),
+                          col([math.log(hi / lo) if log else 0.0
+                               for (lo, hi, _), log in zip(specs, logs)]),
+                          col(logs, torch.bool) if any(logs) else None)
+        return cache[key]
 
     def _check_values(
         self, v: Tensor, lo: float, hi: float, what: str, allowed: str, tol: float

@@ -73,6 +73,22 @@ def test_fused_gradcheck(kind, knee, detector):
     assert torch.autograd.gradcheck(fn, (x, *params), atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("detector", ["rms", "peak"])
+def test_fixed_audio_skips_the_input_gradient_only(detector):
+    # training renders fixed dry audio: the op then skips the input-gradient pass, and the
+    # parameters' gradients are those of a call whose audio needs a gradient
+    proc = dynfx.Compressor(detector=detector)
+    x = level_sweep(batch=2, channels=2, seconds=0.05, hi_db=10.0)
+    u = torch.rand(2, proc.count_num_parameters(), dtype=torch.float64)
+    p = {n: v.detach().requires_grad_(True) for n, v in proc.denormalize(u).items()}
+    grads = []
+    for audio in (x, x.clone().requires_grad_(True)):
+        y, g = _band(proc, audio, p)
+        grads.append(torch.autograd.grad((y * y).sum() + g.sum(), list(p.values())))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
 def test_peak_detector_ties_share_the_gradient():
     x = torch.full((1, 2, 50), 0.5, dtype=torch.float64, requires_grad=True)  # identical channels
     proc = dynfx.Limiter()

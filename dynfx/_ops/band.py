@@ -307,6 +307,8 @@ class _FusedBand(torch.autograd.Function):
         g_ka, g_kr = torch.zeros_like(ka), torch.zeros_like(kr)
         _ballistics_backward(w, d.numpy(), env.numpy(), ka.numpy(), kr.numpy(), w, g_ka.numpy(),
                              g_kr.numpy())
+        if not ctx.needs_input_grad[0]:  # fixed audio (training on dry clips): no input pass
+            return None, g_thr, g_amt, g_kw, g_ka, g_kr, g_mk, None, None, None, None
         gx = scratch_like(x)
         if det == 0:
             _input_grad_rms_kernel(gy_, x_, amp.numpy(), w, gx.numpy(), group)

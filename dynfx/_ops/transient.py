@@ -89,16 +89,15 @@ def _followers(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr):  # pragma: no cover
 
 
 @numba.njit(inline="always")
-def _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps, db, r_phi, r_low, r_high, a_b, s_b,
-          amp_att, amp_sus):  # pragma: no cover - compiled
-    """One sample: the three followers, the smoothstep arguments u (phi) and w (psi), the gain
-    and its amplitude.
+def _shape(ef, es, eh, eps, db, r_phi, r_low, r_high, a_b, s_b, amp_att,
+           amp_sus):  # pragma: no cover - compiled
+    """One sample, from its three envelopes: the smoothstep arguments u (phi) and w (psi), the
+    gain and its amplitude.
 
     The level differences are logarithms of envelope ratios, needed only inside the
     smoothsteps' ramps (a few dB): outside, comparing the ratio with the ramp's ends settles
     phi and psi, and the gain is 0, attack_db or sustain_db exactly, whose amplitudes are
     computed once per row."""
-    ef, es, eh = _followers(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr)
     ff, fs_, fh = ef + eps, es + eps, eh + eps
     if ff <= fs_:
         u = 0.0
@@ -123,7 +122,7 @@ def _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps, db, r_phi, r_low, r_
         a = 1.0
     else:
         a = math.exp(g * _LN10_20)
-    return ef, es, eh, u, w, g, a
+    return u, w, g, a
 
 
 @numba.njit(inline="always")
@@ -160,6 +159,8 @@ def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states,
         kfa, kfr, ksa, ksr, kha, khr = k[b, 0], k[b, 1], k[b, 2], k[b, 3], k[b, 4], k[b, 5]
         a_b, s_b = float(att[b]), float(sus[b])
         eps, db, r_phi, r_low, r_high, amp_att, amp_sus = _row_constants(det, a_b, s_b)
+        env = np.empty((chunk, 3))
+        amp = np.empty(chunk)
         ef = 0.0
         es = 0.0
         eh = 0.0
@@ -167,17 +168,28 @@ def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states,
             states[b, q, 0] = ef
             states[b, q, 1] = es
             states[b, q, 2] = eh
-            for n in range(q * chunk, min(steps, (q + 1) * chunk)):
-                d = _detector(x, b, n, det)
-                ef, es, eh, u, w, g, a = _step(d, ef, es, eh, kfa, kfr, ksa, ksr, kha, khr, eps,
-                                               db, r_phi, r_low, r_high, a_b, s_b, amp_att,
-                                               amp_sus)
-                for c in range(channels):
-                    y[b, c, n] = x[b, c, n] * a
+            n0 = q * chunk
+            m = min(chunk, steps - n0)
+            # the recursions alone first, then the per-sample work from the buffered envelopes:
+            # that loop's data-dependent branches then never stall the recursions
+            for j in range(m):
+                ef, es, eh = _followers(_detector(x, b, n0 + j, det), ef, es, eh, kfa, kfr,
+                                        ksa, ksr, kha, khr)
+                env[j, 0] = ef
+                env[j, 1] = es
+                env[j, 2] = eh
+            for j in range(m):
+                n = n0 + j
+                u, w, g, a = _shape(env[j, 0], env[j, 1], env[j, 2], eps, db, r_phi, r_low,
+                                    r_high, a_b, s_b, amp_att, amp_sus)
+                amp[j] = a
                 gain[b, n] = g
                 uwa[0, b, n] = u
                 uwa[1, b, n] = w
                 uwa[2, b, n] = a
+            for c in range(channels):  # over contiguous samples
+                for j in range(m):
+                    y[b, c, n0 + j] = x[b, c, n0 + j] * amp[j]
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
@@ -194,7 +206,9 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
         a_b, s_b = float(att[b]), float(sus[b])
         eps, db, r_phi, r_low, r_high, amp_att, amp_sus = _row_constants(det, a_b, s_b)
         env = np.empty((chunk + 1, 3))  # row 0: the envelopes before the chunk
-        dd = np.empty(chunk)
+        dd = np.empty(chunk)  # the detector signal, then its gradient
+        genv = np.empty((chunk, 3))  # the gradients reaching the three envelopes
+        sxy = np.empty(chunk)  # the gradient reaching the amplitude, summed over channels
         lam_f = 0.0
         lam_s = 0.0
         lam_h = 0.0
@@ -224,18 +238,21 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
                 env[j + 1, 0] = ef
                 env[j + 1, 1] = es
                 env[j + 1, 2] = eh
+            # three loops per chunk, so that the per-sample branches (ramps, ties) never stall
+            # a recursion: the gain formula's adjoint (no recursion), the three followers'
+            # reverse-time recursions alone, then the input gradient
+            for j in range(m):
+                sxy[j] = 0.0
+            for c in range(channels):  # sum_c gy x, over contiguous samples
+                for j in range(m):
+                    sxy[j] += float(gy[b, c, n0 + j]) * float(x[b, c, n0 + j])
             for jj in range(m):
                 j = m - 1 - jj
                 n = n0 + j
                 a = float(uwa[2, b, n])
-                sxy = 0.0
-                for c in range(channels):
-                    sxy += float(gy[b, c, n]) * float(x[b, c, n])
-                dg = sxy * a * _LN10_20
+                dg = sxy[j] * a * _LN10_20
                 if has_gg:
                     dg += float(gg[b, n])
-                ef, es, eh = env[j + 1, 0], env[j + 1, 1], env[j + 1, 2]
-                ef_p, es_p, eh_p = env[j, 0], env[j, 1], env[j, 2]
                 phi, dphi = _smoothstep(float(uwa[0, b, n]))
                 psi, dpsi = _smoothstep(float(uwa[1, b, n]))
                 acc_a += dg * phi
@@ -243,31 +260,44 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
                 gu = dg * (a_b - s_b * psi) * dphi / TRANSIENT_FULL_DB
                 gw = dg * s_b * (1.0 - phi) * dpsi / _SOUND_SPAN
                 if gu != 0.0 or gw != 0.0:  # inside a ramp; elsewhere skip the divisions
-                    g_ef = gu * db / (ef + eps)
-                    g_es = (gw - gu) * db / (es + eps)
-                    g_eh = -gw * db / (eh + eps)
+                    genv[j, 0] = gu * db / (env[j + 1, 0] + eps)
+                    genv[j, 1] = (gw - gu) * db / (env[j + 1, 1] + eps)
+                    genv[j, 2] = -gw * db / (env[j + 1, 2] + eps)
                 else:
-                    g_ef = 0.0
-                    g_es = 0.0
-                    g_eh = 0.0
+                    genv[j, 0] = 0.0
+                    genv[j, 1] = 0.0
+                    genv[j, 2] = 0.0
+            for jj in range(m):
+                j = m - 1 - jj
+                ef = env[j + 1, 0]
+                ef_p, es_p, eh_p = env[j, 0], env[j, 1], env[j, 2]
                 # hold and slow: input ef, their input gradients join the fast envelope's
-                lam_h, kh, t_att, t_rel = _follower_adjoint(lam_h, g_eh, kh_next, ef, eh_p, kha, khr)
+                lam_h, kh, t_att, t_rel = _follower_adjoint(lam_h, genv[j, 2], kh_next, ef, eh_p,
+                                                            kha, khr)
                 acc_ha += t_att
                 acc_hr += t_rel
-                lam_s, ks, t_att, t_rel = _follower_adjoint(lam_s, g_es, ks_next, ef, es_p, ksa, ksr)
+                lam_s, ks, t_att, t_rel = _follower_adjoint(lam_s, genv[j, 1], ks_next, ef, es_p,
+                                                            ksa, ksr)
                 acc_sa += t_att
                 acc_sr += t_rel
-                d = dd[j]
                 lam_f, kf, t_att, t_rel = _follower_adjoint(
-                    lam_f, g_ef + lam_h * kh + lam_s * ks, kf_next, d, ef_p, kfa, kfr)
+                    lam_f, genv[j, 0] + lam_h * kh + lam_s * ks, kf_next, dd[j], ef_p, kfa, kfr)
                 acc_fa += t_att
                 acc_fr += t_rel
                 kh_next, ks_next, kf_next = kh, ks, kf
-                gd = lam_f * kf
-                if det == 0:
-                    for c in range(channels):
-                        gx[b, c, n] = float(gy[b, c, n]) * a + gd * 2.0 * float(x[b, c, n]) / channels
-                else:
+                dd[j] = lam_f * kf  # the detector signal's gradient
+            if det == 0:
+                for c in range(channels):
+                    for j in range(m):
+                        n = n0 + j
+                        gx[b, c, n] = (float(gy[b, c, n]) * float(uwa[2, b, n])
+                                       + dd[j] * 2.0 * float(x[b, c, n]) / channels)
+            else:
+                for j in range(m):
+                    n = n0 + j
+                    a = float(uwa[2, b, n])
+                    gd = dd[j]
+                    d = _detector(x, b, n, det)
                     ties = 0
                     for c in range(channels):
                         if abs(float(x[b, c, n])) == d:

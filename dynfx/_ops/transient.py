@@ -132,9 +132,9 @@ def _follower_adjoint(lam, g, k_next, inp, e_prev, ka, kr):  # pragma: no cover 
     used (attack while ``inp`` rose above the previous envelope) and the step's contribution to
     the attack and to the release weight's gradient (one of them 0)."""
     lam = g + (1.0 - k_next) * lam
-    up = inp > e_prev
+    up = 1.0 if inp > e_prev else 0.0
     t = lam * (inp - e_prev)
-    return lam, (ka if up else kr), (t if up else 0.0), (0.0 if up else t)
+    return lam, ka * up + kr * (1.0 - up), t * up, t * (1.0 - up)
 
 
 @numba.njit(inline="always")

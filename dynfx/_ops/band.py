@@ -221,21 +221,18 @@ def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover 
     rows, channels, steps = x.shape
     for b in numba.prange(rows):
         g = b // group
-        share = np.zeros(steps)
-        if channels > 1:
-            for c in range(channels):
-                for n in range(steps):
-                    share[n] += 1.0 if abs(x[b, c, n]) == d[b, n] else 0.0
+        share = np.empty(steps)
+        for n in range(steps):
+            share[n] = 0.0
+        for c in range(channels):
             for n in range(steps):
-                share[n] = g_d[b, n] / share[n]
-        else:
-            for n in range(steps):
-                share[n] = g_d[b, n]
+                share[n] += abs(x[b, c, n]) == d[b, n]
+        for n in range(steps):
+            share[n] = g_d[b, n] / share[n]
         for c in range(channels):
             for n in range(steps):
                 v = x[b, c, n]
-                s = share[n] if abs(v) == d[b, n] else 0.0
-                s = s if v > 0 else (-s if v < 0 else 0.0)
+                s = (share[n] if v > 0 else -share[n]) if (abs(v) == d[b, n]) & (v != 0) else 0.0
                 gx[b, c, n] = gy[g, c, n] * amp[b, n] + s
 
 

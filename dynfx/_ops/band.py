@@ -217,23 +217,27 @@ def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover 
     """gx = gy * amp + the peak detector path: g_d goes to the channel(s) holding the maximum,
     with the sign of the sample, shared equally between ties (as torch.amax does); gy of row
     b // group. Every loop runs over contiguous samples without branches (the tie count and the
-    share in a row-sized buffer), so that it vectorises."""
+    share in a buffer of a block of samples), so that it vectorises."""
     rows, channels, steps = x.shape
+    block = 2048  # samples per pass: the share buffer stays small (16 KiB)
     for b in numba.prange(rows):
         g = b // group
-        share = np.empty(steps)
-        for n in range(steps):
-            share[n] = 0.0
-        for c in range(channels):
-            for n in range(steps):
-                share[n] += abs(x[b, c, n]) == d[b, n]
-        for n in range(steps):
-            share[n] = g_d[b, n] / share[n]
-        for c in range(channels):
-            for n in range(steps):
-                v = x[b, c, n]
-                s = (share[n] if v > 0 else -share[n]) if (abs(v) == d[b, n]) & (v != 0) else 0.0
-                gx[b, c, n] = gy[g, c, n] * amp[b, n] + s
+        share = np.empty(block)
+        for n0 in range(0, steps, block):
+            n1 = min(steps, n0 + block)
+            for n in range(n0, n1):
+                share[n - n0] = 0.0
+            for c in range(channels):
+                for n in range(n0, n1):
+                    share[n - n0] += abs(x[b, c, n]) == d[b, n]
+            for n in range(n0, n1):
+                share[n - n0] = g_d[b, n] / share[n - n0]
+            for c in range(channels):
+                for n in range(n0, n1):
+                    v = x[b, c, n]
+                    s = share[n - n0]
+                    s = (s if v > 0 else -s) if (abs(v) == d[b, n]) & (v != 0) else 0.0
+                    gx[b, c, n] = gy[g, c, n] * amp[b, n] + s
 
 
 @numba.njit(parallel=True, cache=True)

@@ -50,16 +50,22 @@ def _kernel(y, log_amp, ref_db, target, valid, inv_count, floor, chunk, partial,
         q = r - c * per_row
         acc = 0.0
         inv = inv_count[b]
-        for n in range(q * chunk, min(steps, (q + 1) * chunk)):
-            v = float(y[b, c, n])
-            raw = 20.0 * float(log_amp[b, c, n]) - float(ref_db[b, c, n])
-            diff = max(raw, floor) - float(target[b, c, n])
+        lo = q * chunk
+        hi = min(steps, (q + 1) * chunk)
+        # one-dimensional views of the task's samples: indexed by a loop counter from 0, the
+        # loop vectorises (3x faster than indexing the 3-D arrays with q * chunk + n)
+        y_t, la_t, ref_t = y[b, c, lo:hi], log_amp[b, c, lo:hi], ref_db[b, c, lo:hi]
+        tgt_t, val_t, grad_t = target[b, c, lo:hi], valid[b, c, lo:hi], grad[b, c, lo:hi]
+        for n in range(hi - lo):
+            v = float(y_t[n])
+            raw = 20.0 * float(la_t[n]) - float(ref_t[n])
+            diff = max(raw, floor) - float(tgt_t[n])
             slope = _DB / (abs(v) + AMP_EPS)
             sign_v = math.copysign(1.0, v) if v != 0.0 else 0.0
             sign_d = math.copysign(1.0, diff) if diff != 0.0 else 0.0
-            keep = 1.0 if valid[b, c, n] else 0.0
+            keep = 1.0 if val_t[n] else 0.0
             acc += keep * abs(diff)
-            grad[b, c, n] = keep * sign_d * sign_v * (1.0 if raw >= floor else 0.0) * slope * inv
+            grad_t[n] = keep * sign_d * sign_v * (1.0 if raw >= floor else 0.0) * slope * inv
         partial[b, r] = acc
 
 

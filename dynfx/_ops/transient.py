@@ -187,9 +187,10 @@ def _forward_kernel(x, att, sus, k, det, chunk, y, gain, states,
                 uwa[0, b, n] = u
                 uwa[1, b, n] = w
                 uwa[2, b, n] = a
-            for c in range(channels):  # over contiguous samples
+            for c in range(channels):  # over contiguous samples (1-D views: it vectorises)
+                y_c, x_c = y[b, c, n0:n0 + m], x[b, c, n0:n0 + m]
                 for j in range(m):
-                    y[b, c, n0 + j] = x[b, c, n0 + j] * amp[j]
+                    y_c[j] = x_c[j] * amp[j]
 
 
 @numba.njit(parallel=True, cache=True, fastmath={"contract", "arcp"})
@@ -243,9 +244,10 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
             # reverse-time recursions alone, then the input gradient
             for j in range(m):
                 sxy[j] = 0.0
-            for c in range(channels):  # sum_c gy x, over contiguous samples
+            for c in range(channels):  # sum_c gy x, over contiguous samples (1-D views)
+                gy_c, x_c = gy[b, c, n0:n0 + m], x[b, c, n0:n0 + m]
                 for j in range(m):
-                    sxy[j] += float(gy[b, c, n0 + j]) * float(x[b, c, n0 + j])
+                    sxy[j] += float(gy_c[j]) * float(x_c[j])
             for jj in range(m):
                 j = m - 1 - jj
                 n = n0 + j
@@ -287,11 +289,12 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
                 kh_next, ks_next, kf_next = kh, ks, kf
                 dd[j] = lam_f * kf  # the detector signal's gradient
             if det == 0:
+                a_c = uwa[2, b, n0:n0 + m]
                 for c in range(channels):
+                    gx_c, gy_c, x_c = gx[b, c, n0:n0 + m], gy[b, c, n0:n0 + m], x[b, c, n0:n0 + m]
                     for j in range(m):
-                        n = n0 + j
-                        gx[b, c, n] = (float(gy[b, c, n]) * float(uwa[2, b, n])
-                                       + dd[j] * 2.0 * float(x[b, c, n]) / channels)
+                        gx_c[j] = (float(gy_c[j]) * float(a_c[j])
+                                   + dd[j] * 2.0 * float(x_c[j]) / channels)
             else:
                 for j in range(m):
                     n = n0 + j

@@ -162,10 +162,15 @@ def _forward_source(num_bands: int) -> str:
         *(f"            h0_{d} = vflush(h0_{d}, TINY); h1_{d} = vflush(h1_{d}, TINY); "
           f"vstore(states, base + {8 * d}, h0_{d}); vstore(states, base + {8 * d + 4}, h1_{d})"
           for d in range(depth)),
-        "            for n in range(q * chunk, min(steps, (q + 1) * chunk)):",
-        "                x0 = vsplat(x[b, c, n])",
+        "            n0 = q * chunk",
+        "            m = min(chunk, steps - n0)",
+        # one-dimensional views of the chunk, indexed from 0: no negative-index handling
+        "            xr = x[b, c, n0:n0 + m]",
+        *(f"            o{band} = out[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
+        "            for j in range(m):",
+        "                x0 = vsplat(xr[j])",
         *_step_lines(depth, "                "),
-        *(f"                out[b, {band}, c, n] = vget(t_{depth - 1}, {band})"
+        *(f"                o{band}[j] = vget(t_{depth - 1}, {band})"
           for band in range(num_bands)),
         *_shift_lines(depth, "                "),
     ]
@@ -176,7 +181,7 @@ def _backward_source(num_bands: int) -> str:
     """The backward kernel: per chunk (last first) recompute every depth's outputs into ``sb``
     from the stored states, then run the adjoint back through the chunk."""
     depth = lane_layout(num_bands).shape[0]
-    grads = [f"gout[b, {band}, c, n]" if band < num_bands else "0.0" for band in range(LANES)]
+    grads = [f"g{band}[j]" if band < num_bands else "0.0" for band in range(LANES)]
     lines = [
         "def backward(gout, x, coef, chunk, states, gx, gcoef):",
         *_HEADER,
@@ -193,8 +198,9 @@ def _backward_source(num_bands: int) -> str:
         "            m = min(chunk, steps - n0)",
         "            xb[0] = numba.float64(x[b, c, n0 - 2]) if n0 >= 2 else 0.0",
         "            xb[1] = numba.float64(x[b, c, n0 - 1]) if n0 >= 1 else 0.0",
+        "            xr = x[b, c, n0:n0 + m]",
         "            for j in range(m):",
-        "                xb[j + 2] = numba.float64(x[b, c, n0 + j])",
+        "                xb[j + 2] = numba.float64(xr[j])",
         f"            base = (r * n_chunks + q) * {depth * 8}",
         *(f"            h0_{d} = vload(states, base + {8 * d}); h1_{d} = vload(states, base + {8 * d + 4}); "
           f"vstore(sb, {(depth + d) * 4}, h0_{d}); vstore(sb, {d * 4}, h1_{d})" for d in range(depth)),
@@ -206,8 +212,9 @@ def _backward_source(num_bands: int) -> str:
         *_shift_lines(depth, "                "),
         "            " + "; ".join(f"w0_{d} = vflush(w0_{d}, TINY); w1_{d} = vflush(w1_{d}, TINY)"
                                   for d in range(depth)),
+        *(f"            g{band} = gout[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
+        "            gxr = gx[b, c, n0:n0 + m]",
         "            for j in range(m - 1, -1, -1):",
-        "                n = n0 + j",
         f"                e_{depth} = vset({', '.join(grads)})",
     ]
     indent = "                "
@@ -216,7 +223,7 @@ def _backward_source(num_bands: int) -> str:
                   indent + f"e_{d} = vfma(c{d}_0, v_{d}, vfma(c{d}_1, w0_{d}, vmul(c{d}_2, w1_{d})))"]
     lines += [indent + f"vstore(vb, (j * {depth} + {d}) * 4, v_{d})" for d in range(depth)]
     lines += [indent + "; ".join(f"w1_{d} = w0_{d}; w0_{d} = v_{d}" for d in range(depth)),
-              indent + "gx[b, c, n] = vsum(e_0)"]
+              indent + "gxr[j] = vsum(e_0)"]
     # the coefficient gradients, one depth at a time, two samples per step into two sets of five
     # accumulators (a for even, b for odd offsets: no accumulator waits on its previous update)
     for d in range(depth):

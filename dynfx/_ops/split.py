@@ -334,8 +334,8 @@ class _FusedSplit(torch.autograd.Function):
         batch, channels, steps = x.shape
         out = scratch(batch, num_bands, channels, steps, dtype=x.dtype)
         n_chunks = max((steps + CHUNK - 1) // CHUNK, 1)
-        states = torch.empty(batch * channels, n_chunks, lanes.shape[1], 2, LANES,
-                             dtype=torch.float64)
+        states = scratch(batch * channels, n_chunks, lanes.shape[1], 2, LANES,
+                         dtype=torch.float64)  # every value is written
         if x.numel():
             _kernels(num_bands)[0](x.numpy(), lanes.numpy(), CHUNK, out.numpy(), states.numpy())
         ctx.save_for_backward(x, lanes, states)

@@ -330,8 +330,8 @@ class DynamicsProcessor(nn.Module):
         """The (B, P) ``norm_params`` of a call checked and mapped to physical values as one
         matrix: a handful of operations (and autograd nodes) whatever the number of parameters,
         the same values as mapping column by column (:meth:`EffectParam.denormalize`: the same
-        operations on the same float values). ``None`` (the caller checks column by column and
-        raises the precise error) when the matrix has a bad shape or a value out of range."""
+        operations on the same float values). A bad shape raises here; a value out of range
+        returns ``None``, and the caller checks column by column to name it in its error."""
         self._norm_columns(norm_params, batch)  # shape and type errors
         u = norm_params.to(dtype=x.dtype, device=x.device)
         if validate:

@@ -207,7 +207,8 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
         a_b, s_b = float(att[b]), float(sus[b])
         eps, db, r_phi, r_low, r_high, amp_att, amp_sus = _row_constants(det, a_b, s_b)
         env = np.empty((chunk + 1, 3))  # row 0: the envelopes before the chunk
-        dd = np.empty(chunk)  # the detector signal, then its gradient
+        dd = np.empty(chunk)  # the detector signal
+        gdd = np.empty(chunk)  # its gradient
         genv = np.empty((chunk, 3))  # the gradients reaching the three envelopes
         sxy = np.empty(chunk)  # the gradient reaching the amplitude, summed over channels
         lam_f = 0.0
@@ -287,20 +288,20 @@ def _backward_kernel(gy, gg, has_gg, x, att, sus, k, det, chunk, states, uwa, gx
                 acc_fa += t_att
                 acc_fr += t_rel
                 kh_next, ks_next, kf_next = kh, ks, kf
-                dd[j] = lam_f * kf  # the detector signal's gradient
+                gdd[j] = lam_f * kf
             if det == 0:
                 a_c = uwa[2, b, n0:n0 + m]
                 for c in range(channels):
                     gx_c, gy_c, x_c = gx[b, c, n0:n0 + m], gy[b, c, n0:n0 + m], x[b, c, n0:n0 + m]
                     for j in range(m):
                         gx_c[j] = (float(gy_c[j]) * float(a_c[j])
-                                   + dd[j] * 2.0 * float(x_c[j]) / channels)
+                                   + gdd[j] * 2.0 * float(x_c[j]) / channels)
             else:
                 for j in range(m):
                     n = n0 + j
                     a = float(uwa[2, b, n])
-                    gd = dd[j]
-                    d = _detector(x, b, n, det)
+                    gd = gdd[j]
+                    d = dd[j]
                     ties = 0
                     for c in range(channels):
                         if abs(float(x[b, c, n])) == d:

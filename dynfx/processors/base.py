@@ -257,22 +257,25 @@ class DynamicsProcessor(nn.Module):
                 f"expected all of: {', '.join(self._params)}"
             )
 
-    def _norm_columns(self, norm_params: NormParams, batch: Optional[int]) -> dict[str, Tensor]:
+    def _check_norm_matrix(self, norm_params: Tensor, batch: Optional[int]) -> None:
+        """A (B, P) ``norm_params`` tensor: real, with one column per parameter (and ``batch``
+        rows when given)."""
         name = type(self).__name__
         n_params = len(self._params)
+        _check_real_tensor(norm_params, f"{name}: norm_params")
+        shape = tuple(norm_params.shape)
+        if (norm_params.dim() != 2 or shape[1] != n_params
+                or (batch is not None and shape[0] != batch)):
+            rows = "B" if batch is None else str(batch)
+            raise ValueError(
+                f"{name}: norm_params must have shape ({rows}, {n_params}) with columns "
+                f"{self.param_names}, got shape {shape}"
+            )
+
+    def _norm_columns(self, norm_params: NormParams, batch: Optional[int]) -> dict[str, Tensor]:
+        name = type(self).__name__
         if isinstance(norm_params, Tensor):
-            _check_real_tensor(norm_params, f"{name}: norm_params")
-            shape = tuple(norm_params.shape)
-            if (
-                norm_params.dim() != 2
-                or shape[1] != n_params
-                or (batch is not None and shape[0] != batch)
-            ):
-                rows = "B" if batch is None else str(batch)
-                raise ValueError(
-                    f"{name}: norm_params must have shape ({rows}, {n_params}) with columns "
-                    f"{self.param_names}, got shape {shape}"
-                )
+            self._check_norm_matrix(norm_params, batch)
             return {n: norm_params[:, i] for i, n in enumerate(self._params)}
         self._check_names(norm_params, "norm_params")
         cols = {}
@@ -332,7 +335,7 @@ class DynamicsProcessor(nn.Module):
         the same values as mapping column by column (:meth:`EffectParam.denormalize`: the same
         operations on the same float values). A bad shape raises here; a value out of range
         returns ``None``, and the caller checks column by column to name it in its error."""
-        self._norm_columns(norm_params, batch)  # shape and type errors
+        self._check_norm_matrix(norm_params, batch)
         u = norm_params.to(dtype=x.dtype, device=x.device)
         if validate:
             bad = ~torch.isfinite(u) | (u < -NORM_TOL) | (u > 1.0 + NORM_TOL)

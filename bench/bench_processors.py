@@ -366,8 +366,16 @@ def main(argv=None) -> int:
                 note = f"{name} is not installed: skipped (pip install -e '.[bench]')"
                 if note not in notes:
                     notes.append(note)
-            else:
-                cases.append(case)
+                continue
+            try:  # a reference library that fails on this machine is skipped, not fatal
+                case.fwd()
+                case.fwdbwd()
+            except Exception as err:  # noqa: BLE001 - report whatever it raised
+                msg = str(err).strip().splitlines()
+                notes.append(f"{name} failed on {args.device} at {'x'.join(map(str, size))}: "
+                             f"{type(err).__name__}: {msg[-1] if msg else ''} (skipped)")
+                continue
+            cases.append(case)
         print(f"running {len(cases)} cases at {'x'.join(map(str, size))} ...", file=sys.stderr)
         run_rounds(cases, args.device, args.reps)
         rows += summarise(cases)

@@ -1,4 +1,5 @@
-"""Second-order IIR sections (biquads) as a custom autograd operation, with numba CPU kernels.
+"""Second-order IIR sections (biquads) as a custom autograd operation, with numba CPU kernels
+(CUDA: :mod:`dynfx._ops.biquad_triton`).
 
 Direct form I, ``a0 = 1``::
 
@@ -98,9 +99,14 @@ def biquad_filter(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
         x: (B, C, T); b, a: (B, 3); output: (B, C, T).
     """
     batch, channels, steps = x.shape
-    coef = torch.cat([b, a[:, 1:]], dim=1).repeat_interleave(channels, dim=0)  # (B*C, 5)
-    y = _Biquad.apply(x.reshape(batch * channels, steps), coef)
+    y = _Biquad.apply(x.reshape(batch * channels, steps), section_rows(b, a, channels))
     return y.reshape(batch, channels, steps)
+
+
+def section_rows(b: Tensor, a: Tensor, channels: int) -> Tensor:
+    """The (B*C, 5) ``(b0, b1, b2, a1, a2)`` of every row of (B, C, T) audio (channels share
+    their item's section)."""
+    return torch.cat([b, a[:, 1:]], dim=1).repeat_interleave(channels, dim=0)
 
 
 def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
@@ -110,13 +116,28 @@ def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
     The recursion runs in float64 whatever x's dtype (output in x's dtype): a float32 state
     near z = 1 loses the allpass property of a band sum. CPU float32/float64 tensors use the
     numba kernels (:func:`biquad_filter`: float64 state, float32 input and output buffers, no
-    extra memory pass); other devices and dtypes use torchaudio's ``lfilter`` in float64.
+    extra memory pass); CUDA float32/float64 tensors the Triton scan of
+    :mod:`dynfx._ops.biquad_triton` (float64 state too); other devices and dtypes use
+    torchaudio's ``lfilter`` in float64.
     """
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return biquad_filter(x, b.double(), a.double())
+    if x.device.type == "cuda" and x.dtype in (torch.float32, torch.float64):
+        triton_op = _triton_op()
+        if triton_op is not None:
+            return triton_op(x, b.double(), a.double())
     xt = x.transpose(0, 1).double()  # (C, B, T): lfilter's per-filter axis is second-to-last
     y = AF.lfilter(xt, a.double(), b.double(), clamp=False, batching=True)
     return y.transpose(0, 1).to(x.dtype)
+
+
+def _triton_op():
+    """:func:`dynfx._ops.biquad_triton.biquad_triton`, or None where Triton is missing."""
+    try:
+        from .biquad_triton import biquad_triton
+    except ImportError:
+        return None
+    return biquad_triton
 
 
 def biquad_reference(x: Tensor, b: Tensor, a: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ import ctypes
 import datetime as dt
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -98,8 +99,16 @@ def run_rounds(cases: list[Case], device: str, reps: int, warmup: int = 2) -> No
             case.fwd()
             case.fwdbwd()
         _sync(device)
+    order = list(cases)
+    shuffle = random.Random(0).shuffle
     for _ in range(reps):
-        for case in cases:  # interleaved: every implementation sees the same machine state
+        # interleaved, so that every implementation sees the same machine state, and in a new
+        # (seeded) order every round, so that none always runs first or after the same
+        # neighbour: in a fixed order the first case, the Compressor (after diffFx-pytorch, which
+        # allocates and frees hundreds of MiB), once measured 1.42x the Limiter at 16x2x131072,
+        # which costs 0.94-1.0x it in other runs
+        shuffle(order)
+        for case in order:
             for key in ("fwd", "fwdbwd"):
                 _sync(device)
                 t0 = time.perf_counter()

@@ -17,8 +17,8 @@ y[n-j]`` (u the stage's input, y its output). The stage outputs are not stored: 
 pass keeps the two most recent outputs of every depth at the start of every chunk of
 :data:`CHUNK` samples, and the backward pass recomputes one chunk at a time (last chunk first)
 into a small buffer, runs the adjoint recursion back through it, then accumulates the
-coefficient gradients one depth at a time. Memory: the bands, plus ``8 D T / CHUNK`` float64
-values per row (``D`` the depth of :func:`lane_layout`).
+coefficient gradients one depth at a time (into ``gcoef``, which the caller zeroes). Memory: the
+bands, plus ``8 D T / CHUNK`` float64 values per row (``D`` the depth of :func:`lane_layout`).
 
 The recursion, the states and the accumulators are float64 whatever the signal's dtype (the
 reason is in :mod:`dynfx._ops.biquad`). One row (batch item and channel) per parallel task; the
@@ -191,7 +191,6 @@ def _backward_source(num_bands: int) -> str:
         f"        vb = np.empty(chunk * {depth * 4})",
         "        z = vzero()",
         "        " + "; ".join(f"w0_{d} = z; w1_{d} = z" for d in range(depth)),
-        *("        " + "; ".join(f"a{d}_{i} = z; b{d}_{i} = z" for i in range(5)) for d in range(depth)),
         "        for qq in range(n_chunks):",
         "            q = n_chunks - 1 - qq",
         "            n0 = q * chunk",
@@ -225,7 +224,10 @@ def _backward_source(num_bands: int) -> str:
     lines += [indent + "; ".join(f"w1_{d} = w0_{d}; w0_{d} = v_{d}" for d in range(depth)),
               indent + "gxr[j] = vsum(e_0)"]
     # the coefficient gradients, one depth at a time, two samples per step into two sets of five
-    # accumulators (a for even, b for odd offsets: no accumulator waits on its previous update)
+    # accumulators (a for even, b for odd offsets: no accumulator waits on its previous update),
+    # local to the chunk and depth and added to gcoef (zeroed by the caller) after the loop: only
+    # ten accumulators are live in the loop (forty across it spilled to the stack, and every
+    # update went through memory)
     for d in range(depth):
         def u(row: str) -> str:
             if d == 0:
@@ -235,26 +237,25 @@ def _backward_source(num_bands: int) -> str:
         def y(row: str) -> str:
             return f"vload(sb, (({row}) * {depth} + {d}) * 4)"
 
-        lines += ["            for j in range(0, m - 1, 2):",
+        lines += ["            " + "; ".join(f"a_{i} = z; b_{i} = z" for i in range(5)),
+                  "            for j in range(0, m - 1, 2):",
                   indent + f"v = vload(vb, (j * {depth} + {d}) * 4); "
                            f"w = vload(vb, ((j + 1) * {depth} + {d}) * 4)",
                   indent + f"p0 = {u('j')}; p1 = {u('j + 1')}; p2 = {u('j + 2')}; p3 = {u('j + 3')}",
                   indent + f"q0 = {y('j')}; q1 = {y('j + 1')}; q2 = {y('j + 2')}",
-                  indent + f"a{d}_0 = vfma(v, p2, a{d}_0); a{d}_1 = vfma(v, p1, a{d}_1); "
-                           f"a{d}_2 = vfma(v, p0, a{d}_2)",
-                  indent + f"a{d}_3 = vfnma(v, q1, a{d}_3); a{d}_4 = vfnma(v, q0, a{d}_4)",
-                  indent + f"b{d}_0 = vfma(w, p3, b{d}_0); b{d}_1 = vfma(w, p2, b{d}_1); "
-                           f"b{d}_2 = vfma(w, p1, b{d}_2)",
-                  indent + f"b{d}_3 = vfnma(w, q2, b{d}_3); b{d}_4 = vfnma(w, q1, b{d}_4)",
+                  indent + "a_0 = vfma(v, p2, a_0); a_1 = vfma(v, p1, a_1); a_2 = vfma(v, p0, a_2)",
+                  indent + "a_3 = vfnma(v, q1, a_3); a_4 = vfnma(v, q0, a_4)",
+                  indent + "b_0 = vfma(w, p3, b_0); b_1 = vfma(w, p2, b_1); b_2 = vfma(w, p1, b_2)",
+                  indent + "b_3 = vfnma(w, q2, b_3); b_4 = vfnma(w, q1, b_4)",
                   "            if m % 2:",
                   indent + "j = m - 1",
                   indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
-                  indent + f"a{d}_0 = vfma(v, {u('j + 2')}, a{d}_0); "
-                           f"a{d}_1 = vfma(v, {u('j + 1')}, a{d}_1); a{d}_2 = vfma(v, {u('j')}, a{d}_2)",
-                  indent + f"a{d}_3 = vfnma(v, {y('j + 1')}, a{d}_3); a{d}_4 = vfnma(v, {y('j')}, a{d}_4)"]
-    lines += ["        " + "; ".join(f"vstore(gcoef, ((r * {depth} + {d}) * 5 + {i}) * 4, "
-                                      f"vadd(a{d}_{i}, b{d}_{i}))" for i in range(5))
-              for d in range(depth)]
+                  indent + f"a_0 = vfma(v, {u('j + 2')}, a_0); "
+                           f"a_1 = vfma(v, {u('j + 1')}, a_1); a_2 = vfma(v, {u('j')}, a_2)",
+                  indent + f"a_3 = vfnma(v, {y('j + 1')}, a_3); a_4 = vfnma(v, {y('j')}, a_4)",
+                  *(f"            k = ((r * {depth} + {d}) * 5 + {i}) * 4; "
+                    f"vstore(gcoef, k, vadd(vload(gcoef, k), vadd(a_{i}, b_{i})))"
+                    for i in range(5))]
     return "\n".join(lines) + "\n"
 
 

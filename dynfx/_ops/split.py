@@ -15,10 +15,11 @@ run backward in time: ``v[n] = g[n] - a1 v[n+1] - a2 v[n+2]`` and its input grad
 ``b0 v[n] + b1 v[n+1] + b2 v[n+2]``; ``d/db_j = sum_n v[n] u[n-j]``, ``d/da_j = -sum_n v[n]
 y[n-j]`` (u the stage's input, y its output). The stage outputs are not stored: the forward
 pass keeps the two most recent outputs of every depth at the start of every chunk of
-:data:`CHUNK` samples, and the backward pass recomputes one chunk at a time (last chunk first)
-into a small buffer, runs the adjoint recursion back through it, then accumulates the
-coefficient gradients one depth at a time (into ``gcoef``, which the caller zeroes). Memory: the
-bands, plus ``8 D T / CHUNK`` float64 values per row (``D`` the depth of :func:`lane_layout`).
+:data:`CHUNK` samples; the backward pass, one chunk at a time (last chunk first), runs the
+adjoint recursion back through the chunk (it needs no signal values), then recomputes the stage
+outputs forward from the stored states and accumulates the coefficient gradients from them as
+they are made. Memory: the bands, plus ``8 D T / CHUNK`` float64 values per row (``D`` the depth
+of :func:`lane_layout`).
 
 The recursion, the states and the accumulators are float64 whatever the signal's dtype (the
 reason is in :mod:`dynfx._ops.biquad`). One row (batch item and channel) per parallel task; the
@@ -178,15 +179,17 @@ def _forward_source(num_bands: int) -> str:
 
 
 def _backward_source(num_bands: int) -> str:
-    """The backward kernel: per chunk (last first) recompute every depth's outputs into ``sb``
-    from the stored states, then run the adjoint back through the chunk."""
+    """The backward kernel: per chunk (last first) run the adjoint back through the chunk (it
+    depends on the coefficients and the gradients alone) into ``vb``, then recompute every
+    depth's outputs forward from the stored states and accumulate the coefficient gradients from
+    the registers of that recomputation (chunk-local accumulators, added to ``gcoef``, which the
+    caller zeroes): no buffer of recomputed outputs."""
     depth = lane_layout(num_bands).shape[0]
     grads = [f"g{band}[j]" if band < num_bands else "0.0" for band in range(LANES)]
     lines = [
         "def backward(gout, x, coef, chunk, states, gx, gcoef):",
         *_HEADER,
         *_coef_lines(depth, "        "),
-        f"        sb = np.empty((chunk + 2) * {depth * 4})",
         "        xb = np.empty(chunk + 2)",
         f"        vb = np.empty(chunk * {depth * 4})",
         "        z = vzero()",
@@ -200,15 +203,6 @@ def _backward_source(num_bands: int) -> str:
         "            xr = x[b, c, n0:n0 + m]",
         "            for j in range(m):",
         "                xb[j + 2] = numba.float64(xr[j])",
-        f"            base = (r * n_chunks + q) * {depth * 8}",
-        *(f"            h0_{d} = vload(states, base + {8 * d}); h1_{d} = vload(states, base + {8 * d + 4}); "
-          f"vstore(sb, {(depth + d) * 4}, h0_{d}); vstore(sb, {d * 4}, h1_{d})" for d in range(depth)),
-        "            x1 = vsplat(xb[1]); x2 = vsplat(xb[0])",
-        "            for j in range(m):",
-        "                x0 = vsplat(xb[j + 2])",
-        *_step_lines(depth, "                "),
-        *(f"                vstore(sb, ((j + 2) * {depth} + {d}) * 4, t_{d})" for d in range(depth)),
-        *_shift_lines(depth, "                "),
         "            " + "; ".join(f"w0_{d} = vflush(w0_{d}, TINY); w1_{d} = vflush(w1_{d}, TINY)"
                                   for d in range(depth)),
         *(f"            g{band} = gout[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
@@ -223,39 +217,28 @@ def _backward_source(num_bands: int) -> str:
     lines += [indent + f"vstore(vb, (j * {depth} + {d}) * 4, v_{d})" for d in range(depth)]
     lines += [indent + "; ".join(f"w1_{d} = w0_{d}; w0_{d} = v_{d}" for d in range(depth)),
               indent + "gxr[j] = vsum(e_0)"]
-    # the coefficient gradients, one depth at a time, two samples per step into two sets of five
-    # accumulators (a for even, b for odd offsets: no accumulator waits on its previous update),
-    # local to the chunk and depth and added to gcoef (zeroed by the caller) after the loop: only
-    # ten accumulators are live in the loop (forty across it spilled to the stack, and every
-    # update went through memory)
+    # the recomputation: d/db_i = sum v u[n-i] (u the depth's input: the depth above, or x),
+    # d/da_i = -sum v y[n-i], with u and y read from the registers before the shift
+    lines += [
+        f"            base = (r * n_chunks + q) * {depth * 8}",
+        *(f"            h0_{d} = vload(states, base + {8 * d}); "
+          f"h1_{d} = vload(states, base + {8 * d + 4})" for d in range(depth)),
+        "            " + "; ".join(f"k{d}_{i} = z" for d in range(depth) for i in range(5)),
+        "            x1 = vsplat(xb[1]); x2 = vsplat(xb[0])",
+        "            for j in range(m):",
+        "                x0 = vsplat(xb[j + 2])",
+        *_step_lines(depth, indent),
+    ]
     for d in range(depth):
-        def u(row: str) -> str:
-            if d == 0:
-                return f"vsplat(xb[{row}])"
-            return f"vload(sb, (({row}) * {depth} + {d - 1}) * 4)"
-
-        def y(row: str) -> str:
-            return f"vload(sb, (({row}) * {depth} + {d}) * 4)"
-
-        lines += ["            " + "; ".join(f"a_{i} = z; b_{i} = z" for i in range(5)),
-                  "            for j in range(0, m - 1, 2):",
-                  indent + f"v = vload(vb, (j * {depth} + {d}) * 4); "
-                           f"w = vload(vb, ((j + 1) * {depth} + {d}) * 4)",
-                  indent + f"p0 = {u('j')}; p1 = {u('j + 1')}; p2 = {u('j + 2')}; p3 = {u('j + 3')}",
-                  indent + f"q0 = {y('j')}; q1 = {y('j + 1')}; q2 = {y('j + 2')}",
-                  indent + "a_0 = vfma(v, p2, a_0); a_1 = vfma(v, p1, a_1); a_2 = vfma(v, p0, a_2)",
-                  indent + "a_3 = vfnma(v, q1, a_3); a_4 = vfnma(v, q0, a_4)",
-                  indent + "b_0 = vfma(w, p3, b_0); b_1 = vfma(w, p2, b_1); b_2 = vfma(w, p1, b_2)",
-                  indent + "b_3 = vfnma(w, q2, b_3); b_4 = vfnma(w, q1, b_4)",
-                  "            if m % 2:",
-                  indent + "j = m - 1",
-                  indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
-                  indent + f"a_0 = vfma(v, {u('j + 2')}, a_0); "
-                           f"a_1 = vfma(v, {u('j + 1')}, a_1); a_2 = vfma(v, {u('j')}, a_2)",
-                  indent + f"a_3 = vfnma(v, {y('j + 1')}, a_3); a_4 = vfnma(v, {y('j')}, a_4)",
-                  *(f"            k = ((r * {depth} + {d}) * 5 + {i}) * 4; "
-                    f"vstore(gcoef, k, vadd(vload(gcoef, k), vadd(a_{i}, b_{i})))"
-                    for i in range(5))]
+        u0, u1, u2 = ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
+        lines += [indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
+                  indent + f"k{d}_0 = vfma(v, {u0}, k{d}_0); k{d}_1 = vfma(v, {u1}, k{d}_1); "
+                           f"k{d}_2 = vfma(v, {u2}, k{d}_2)",
+                  indent + f"k{d}_3 = vfnma(v, h0_{d}, k{d}_3); k{d}_4 = vfnma(v, h1_{d}, k{d}_4)"]
+    lines += _shift_lines(depth, indent)
+    lines += [f"            k = ((r * {depth} + {d}) * 5 + {i}) * 4; "
+              f"vstore(gcoef, k, vadd(vload(gcoef, k), k{d}_{i}))"
+              for d in range(depth) for i in range(5)]
     return "\n".join(lines) + "\n"
 
 

@@ -98,15 +98,16 @@ def biquad_filter(x: Tensor, b: Tensor, a: Tensor) -> Tensor:
     Shape:
         x: (B, C, T); b, a: (B, 3); output: (B, C, T).
     """
+    return apply_rows(_Biquad.apply, x, b, a)
+
+
+def apply_rows(op, x: Tensor, b: Tensor, a: Tensor, *args) -> Tensor:
+    """``op(rows, coef, *args)`` on (B, C, T) audio as (B*C, T) rows, with the (B*C, 5)
+    ``(b0, b1, b2, a1, a2)`` of every row (channels share their item's section); the result
+    back as (B, C, T). The row layout of every biquad backend."""
     batch, channels, steps = x.shape
-    y = _Biquad.apply(x.reshape(batch * channels, steps), section_rows(b, a, channels))
-    return y.reshape(batch, channels, steps)
-
-
-def section_rows(b: Tensor, a: Tensor, channels: int) -> Tensor:
-    """The (B*C, 5) ``(b0, b1, b2, a1, a2)`` of every row of (B, C, T) audio (channels share
-    their item's section)."""
-    return torch.cat([b, a[:, 1:]], dim=1).repeat_interleave(channels, dim=0)
+    coef = torch.cat([b, a[:, 1:]], dim=1).repeat_interleave(channels, dim=0)
+    return op(x.reshape(batch * channels, steps), coef, *args).reshape(batch, channels, steps)
 
 
 def biquad(x: Tensor, b: Tensor, a: Tensor) -> Tensor:

@@ -236,9 +236,6 @@ def biquad_triton(x: Tensor, b: Tensor, a: Tensor, block: int | None = None,
     """:func:`dynfx._ops.biquad.biquad_filter` with the Triton kernels (CUDA tensors, or CPU
     tensors under ``TRITON_INTERPRET=1``): x (B, C, T), b and a (B, 3) with ``a[:, 0] = 1``.
     ``block`` and ``group``: see :func:`run_sections`."""
-    from .biquad import section_rows
+    from .biquad import apply_rows  # biquad imports this module lazily: no cycle at import
 
-    batch, channels, steps = x.shape
-    y = _BiquadTriton.apply(x.reshape(batch * channels, steps), section_rows(b, a, channels),
-                            block, group)
-    return y.reshape(batch, channels, steps)
+    return apply_rows(_BiquadTriton.apply, x, b, a, block, group)

@@ -190,7 +190,6 @@ def _backward_source(num_bands: int) -> str:
         "def backward(gout, x, coef, chunk, states, gx, gcoef):",
         *_HEADER,
         *_coef_lines(depth, "        "),
-        "        xb = np.empty(chunk + 2)",
         f"        vb = np.empty(chunk * {depth * 4})",
         "        z = vzero()",
         "        " + "; ".join(f"w0_{d} = z; w1_{d} = z" for d in range(depth)),
@@ -198,11 +197,6 @@ def _backward_source(num_bands: int) -> str:
         "            q = n_chunks - 1 - qq",
         "            n0 = q * chunk",
         "            m = min(chunk, steps - n0)",
-        "            xb[0] = numba.float64(x[b, c, n0 - 2]) if n0 >= 2 else 0.0",
-        "            xb[1] = numba.float64(x[b, c, n0 - 1]) if n0 >= 1 else 0.0",
-        "            xr = x[b, c, n0:n0 + m]",
-        "            for j in range(m):",
-        "                xb[j + 2] = numba.float64(xr[j])",
         "            " + "; ".join(f"w0_{d} = vflush(w0_{d}, TINY); w1_{d} = vflush(w1_{d}, TINY)"
                                   for d in range(depth)),
         *(f"            g{band} = gout[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
@@ -224,9 +218,11 @@ def _backward_source(num_bands: int) -> str:
         *(f"            h0_{d} = vload(states, base + {8 * d}); "
           f"h1_{d} = vload(states, base + {8 * d + 4})" for d in range(depth)),
         "            " + "; ".join(f"k{d}_{i} = z" for d in range(depth) for i in range(5)),
-        "            x1 = vsplat(xb[1]); x2 = vsplat(xb[0])",
+        "            x1 = vsplat(numba.float64(x[b, c, n0 - 1]) if n0 >= 1 else 0.0)",
+        "            x2 = vsplat(numba.float64(x[b, c, n0 - 2]) if n0 >= 2 else 0.0)",
+        "            xr = x[b, c, n0:n0 + m]",
         "            for j in range(m):",
-        "                x0 = vsplat(xb[j + 2])",
+        "                x0 = vsplat(xr[j])",
         *_step_lines(depth, indent),
     ]
     for d in range(depth):

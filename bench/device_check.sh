@@ -16,16 +16,7 @@
 # Budgets in seconds: TESTS_S, BENCH_S, TRAIN_S (defaults 150, 240, 170; 0 skips the step; the
 # training's own time cap is TRAIN_S - 40, at most 59); TESTS_K: a pytest -k expression.
 set -u
-OUT=${OUT:-/tmp/dynfx-device}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD:$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export DYNFX_CACHE_DIR=${DYNFX_CACHE_DIR:-/tmp/dynfx-kernels} WANDB_MODE=offline
-PY=${PY:-python3}
-# carried wheels (e.g. a numpy that the machine's numba-cuda accepts)
-if ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/dynfx-site .whl/*.whl && export PYTHONPATH="/tmp/dynfx-site:$PYTHONPATH"
-fi
+. "$(dirname "$0")/device_env.sh"
 t0=$(date +%s)
 stamp() { echo "== $(( $(date +%s) - t0 )) s: $*" | tee -a "$OUT/steps.log"; }
 

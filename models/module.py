@@ -12,6 +12,7 @@ from typing import Callable, Optional
 
 import auraloss
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -65,8 +66,12 @@ class EffectEstimator(L.LightningModule):
         input_mode: ``"wet"`` or ``"dry_wet"`` (what the encoder sees); by default the
             encoder's own ``input_mode`` (a different value is an error).
         optimizer: a partial ``torch.optim`` constructor (Hydra ``_partial_``).
-        scheduler: ``None`` (constant rate) or ``"cosine"`` (linear warm-up over
-            ``warmup_frac`` of the run, then cosine decay to 5 % of the rate).
+        scheduler: ``None`` (constant rate), ``"cosine"`` (linear warm-up over
+            ``warmup_frac`` of the run's steps, then cosine decay to 5 % of the rate) or
+            ``"cosine_time"`` (the same shape over the run's *time* budget,
+            ``trainer.max_time``, or its steps where those run out first: a run capped by time
+            anneals fully on any hardware; the number of steps, and so the result, depends on
+            the machine's speed).
         refine_steps, refine_lr: test/predict-time refinement (dry_wet); the test reports the
             network alone (``model``) and refined (``model+refine``).
     """
@@ -86,8 +91,9 @@ class EffectEstimator(L.LightningModule):
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.nonfinite_total = 0  # skipped steps (non-finite loss or gradients), whole run
         self._nonfinite_run = 0  # ... in a row
-        if scheduler not in (None, "none", "cosine"):
-            raise ValueError(f"scheduler must be null or 'cosine', got {scheduler!r}")
+        if scheduler not in (None, "none", "cosine", "cosine_time"):
+            raise ValueError("scheduler must be null, 'cosine' or 'cosine_time', "
+                             f"got {scheduler!r}")
         if not 0.0 <= w_unident <= 1.0:
             raise ValueError(f"w_unident must be in [0, 1], got {w_unident}")
         self.w_unident = float(w_unident)
@@ -364,6 +370,10 @@ class EffectEstimator(L.LightningModule):
         if self.scheduler is None:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.scheduler == "cosine_time":
+            return {"optimizer": opt, "lr_scheduler": {
+                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._time_factor(total)),
+                "interval": "step"}}
         warm = max(1, int(self.warmup_frac * total))
 
         def factor(step: int) -> float:
@@ -374,3 +384,24 @@ class EffectEstimator(L.LightningModule):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _time_factor(self, total: int) -> Callable[[int], float]:
+        """The ``cosine_time`` rate factor: warm-up then cosine decay over the run's progress,
+        the larger of its share of steps done and its share of ``trainer.max_time`` spent
+        (Lightning's ``Timer``, which also restores the elapsed time when a run resumes)."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is None:
+            raise ValueError("scheduler=cosine_time needs a time budget: set trainer.max_time")
+        wf = min(max(self.warmup_frac, 0.0), 0.5)
+
+        def factor(step: int) -> float:
+            done = timer.time_elapsed("train")
+            left = timer.time_remaining("train")
+            by_time = done / (done + left) if left is not None and done + left > 0 else 0.0
+            p = min(1.0, max(step / total, by_time))
+            if p < wf:
+                return max(p / wf, 1.0 / max(1, total))
+            t = (p - wf) / (1.0 - wf)
+            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+        return factor

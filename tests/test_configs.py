@@ -79,10 +79,12 @@ def test_the_input_mode_is_decided_in_one_place():
     assert uses_dry("dry_wet") and not uses_dry("wet")
 
 
-@pytest.mark.parametrize("mode,split,epochs", [("dry_wet", 3, 3), ("wet", 0, 5)])
-def test_a_recipe_can_differ_between_the_input_modes(mode, split, epochs):
+@pytest.mark.parametrize("mode,split,epochs,schedule", [("dry_wet", 3, 1000, "cosine_time"),
+                                                         ("wet", 0, 5, "cosine")])
+def test_a_recipe_can_differ_between_the_input_modes(mode, split, epochs, schedule):
     cfg = compose_config(["experiment=est_multiband_limiter", f"input_mode={mode}", "run_dir=."])
     assert cfg.encoder.band_split == split and cfg.trainer.max_epochs == epochs
+    assert cfg.model.scheduler == schedule and cfg.trainer.max_time == "00:00:10:00"
     with pytest.raises(ValueError, match="input_mode must be one of"):
         compose_config(["experiment=est_multiband_limiter", "input_mode=mono",
                         "run_dir=."]).encoder.band_split

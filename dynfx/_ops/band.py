@@ -216,8 +216,9 @@ def _peak_kernel(x, d):  # pragma: no cover - compiled
 def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover - compiled
     """gx = gy * amp + the peak detector path: g_d goes to the channel(s) holding the maximum,
     with the sign of the sample, shared equally between ties (as torch.amax does); gy of row
-    b // group. Every loop runs over contiguous samples without branches (the tie count and the
-    share in a buffer of a block of samples), so that it vectorises."""
+    b // group. Every loop runs over contiguous samples of one-dimensional views without
+    branches (the tie count and the share in a buffer of a block of samples), so that it
+    vectorises (indexing the 3-D arrays inside the loops kept it scalar: 5x slower)."""
     rows, channels, steps = x.shape
     block = 2048  # samples per pass: the share buffer stays small (16 KiB)
     for b in numba.prange(rows):
@@ -225,19 +226,25 @@ def _input_grad_peak_kernel(gy, x, amp, d, g_d, gx, group):  # pragma: no cover 
         share = np.empty(block)
         for n0 in range(0, steps, block):
             n1 = min(steps, n0 + block)
-            for n in range(n0, n1):
-                share[n - n0] = 0.0
+            m = n1 - n0
+            db = d[b, n0:n1]
+            xc = x[b, 0, n0:n1]
+            for j in range(m):
+                share[j] = abs(xc[j]) == db[j]
+            for c in range(1, channels):
+                xc = x[b, c, n0:n1]
+                for j in range(m):
+                    share[j] += abs(xc[j]) == db[j]
+            gdb = g_d[b, n0:n1]
+            for j in range(m):
+                share[j] = gdb[j] / share[j]
+            ab = amp[b, n0:n1]
             for c in range(channels):
-                for n in range(n0, n1):
-                    share[n - n0] += abs(x[b, c, n]) == d[b, n]
-            for n in range(n0, n1):
-                share[n - n0] = g_d[b, n] / share[n - n0]
-            for c in range(channels):
-                for n in range(n0, n1):
-                    v = x[b, c, n]
-                    s = share[n - n0]
-                    s = (s if v > 0 else -s) if (abs(v) == d[b, n]) & (v != 0) else 0.0
-                    gx[b, c, n] = gy[g, c, n] * amp[b, n] + s
+                xc, gyc, gxc = x[b, c, n0:n1], gy[g, c, n0:n1], gx[b, c, n0:n1]
+                for j in range(m):
+                    v = xc[j]
+                    s = share[j] if v > 0 else -share[j]
+                    gxc[j] = gyc[j] * ab[j] + (s if (abs(v) == db[j]) & (v != 0) else 0.0)
 
 
 @numba.njit(parallel=True, cache=True)

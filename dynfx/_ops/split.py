@@ -121,6 +121,12 @@ def _coef_lines(depth: int, indent: str) -> list[str]:
                                for i in range(5)) for d in range(depth)]
 
 
+def _stage_input(d: int) -> tuple[str, str, str]:
+    """The names of depth ``d``'s input now and at the two previous samples: the input ``x``
+    for the first depth, the depth above (its new output and its two previous ones) after."""
+    return ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
+
+
 def _step_lines(depth: int, indent: str) -> list[str]:
     """One sample through every depth: ``t_d`` from the input ``(u0, u1, u2)`` (the depth above,
     now and at the two previous samples) and the depth's own two previous outputs ``(h0, h1)``.
@@ -128,7 +134,7 @@ def _step_lines(depth: int, indent: str) -> list[str]:
     within a sample is one multiply-add (the recursion through ``h0`` is two)."""
     lines = []
     for d in range(depth):
-        u0, u1, u2 = ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
+        u0, u1, u2 = _stage_input(d)
         lines.append(indent + f"t_{d} = vfma(c{d}_0, {u0}, vfnma(c{d}_3, h0_{d}, vfma(c{d}_1, {u1}, "
                               f"vfnma(c{d}_4, h1_{d}, vmul(c{d}_2, {u2})))))")
     return lines
@@ -226,7 +232,7 @@ def _backward_source(num_bands: int) -> str:
         *_step_lines(depth, indent),
     ]
     for d in range(depth):
-        u0, u1, u2 = ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
+        u0, u1, u2 = _stage_input(d)
         lines += [indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
                   indent + f"k{d}_0 = vfma(v, {u0}, k{d}_0); k{d}_1 = vfma(v, {u1}, k{d}_1); "
                            f"k{d}_2 = vfma(v, {u2}, k{d}_2)",

@@ -9,6 +9,7 @@
 # The machine's setup (carried packages and wheels) is device_check.sh's. The run's test step
 # uses a few clips and no refinement (the checkpoint is evaluated afterwards with
 # bench/estimation.py). Writes to $OUT: train.log, metrics.csv, config.yaml, checkpoints/.
+# TRAINER=cpu runs the same steps without a GPU (to try the script locally).
 set -u
 . "$(dirname "$0")/device_env.sh"
 secs=${TRAIN_SECONDS:-420}

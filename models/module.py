@@ -43,6 +43,11 @@ def _numpy_state_from_plain(state: tuple) -> tuple:
     return name, keys.numpy().astype(np.uint32), pos, has_gauss, cached
 
 
+def _cosine_decay(t: float) -> float:
+    """The schedules' rate factor after the warm-up: from 1 at ``t = 0`` to 0.05 at ``t = 1``."""
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 class EffectEstimator(L.LightningModule):
     """Estimate a processor's settings from audio.
 
@@ -371,16 +376,14 @@ class EffectEstimator(L.LightningModule):
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if self.scheduler == "cosine_time":
-            return {"optimizer": opt, "lr_scheduler": {
-                "scheduler": torch.optim.lr_scheduler.LambdaLR(opt, self._time_factor(total)),
-                "interval": "step"}}
-        warm = max(1, int(self.warmup_frac * total))
+            factor = self._time_factor(total)
+        else:
+            warm = max(1, int(self.warmup_frac * total))
 
-        def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+            def factor(step: int) -> float:
+                if step < warm:
+                    return (step + 1) / warm
+                return _cosine_decay(min(1.0, (step - warm) / max(1, total - warm)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -401,7 +404,6 @@ class EffectEstimator(L.LightningModule):
             p = min(1.0, max(step / total, by_time))
             if p < wf:
                 return max(p / wf, 1.0 / max(1, total))
-            t = (p - wf) / (1.0 - wf)
-            return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
+            return _cosine_decay((p - wf) / (1.0 - wf))
 
         return factor

@@ -326,6 +326,46 @@ class _AttentionPool(nn.Module):
         return torch.cat([att, h.mean(dim=-1), h.amax(dim=-1)], dim=1)
 
 
+class _Feedback(nn.Module):
+    """A learned correction of a first estimate (error feedback): the dry audio rendered at the
+    estimate is compared with the wet audio frame by frame, and a second dilated CNN reads the
+    wet traces with the residual gain (wet minus render, RMS and at the dry peaks) and the
+    residual gain-versus-level profile, and moves the estimate in logit space. Comparing the
+    target with a render at a hypothesis shows where and how the hypothesis is wrong, which is
+    easier to learn than the settings from the traces alone (the same information that makes
+    refinement work, used once, without gradient steps)."""
+
+    def __init__(self, num_outputs: int, sub_blocks: int, width: int, dilations: tuple,
+                 heads: int, hidden: int):
+        super().__init__()
+        S = int(sub_blocks)
+        # residual channels of frame_features(dry_wet): the RMS gain and each part's peak gain
+        self.residual_channels = [2, *range(4 + S, 4 + 2 * S)]
+        in_ch = 4 + 2 * S + len(self.residual_channels)
+        layers: list[nn.Module] = [nn.Conv1d(in_ch, width, 5, padding=2)]
+        layers += [_Res(width, int(d)) for d in dilations]
+        layers.append(nn.GELU())
+        self.net = nn.Sequential(*layers)
+        self.pool = _AttentionPool(width, heads)
+        self.head = nn.Sequential(
+            nn.LayerNorm((heads + 2) * width + 2 * PROFILE_SIZE + num_outputs),
+            nn.Linear((heads + 2) * width + 2 * PROFILE_SIZE + num_outputs, hidden), nn.GELU(),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, num_outputs))
+        nn.init.zeros_(self.head[-1].weight)  # starts as the identity: the first estimate
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, first: Tensor, feats_wet: Tensor, feats_render: Tensor) -> Tensor:
+        residual = feats_wet[:, self.residual_channels] - feats_render[:, self.residual_channels]
+        h = self.pool(self.net(torch.cat([feats_wet, residual], dim=1)))
+        dry_db, wet_db, y_db = feats_wet[:, 0] * 20.0, feats_wet[:, 1] * 20.0, \
+            feats_render[:, 1] * 20.0
+        prof_wet = gain_level_profile(dry_db, wet_db)
+        prof_res = prof_wet - gain_level_profile(dry_db, y_db)
+        u = first.detach().clamp(1e-4, 1.0 - 1e-4)
+        step = self.head(torch.cat([h, prof_wet, prof_res, u], dim=1))
+        return torch.sigmoid(torch.logit(u) + step)
+
+
 class FrameEncoder(nn.Module):
     """Sequence encoder over fine-hop traces (see :func:`frame_features`; 2.9 ms frames at
     44.1 kHz, each read in ``sub_blocks`` parts, by default): a stem, then one or more stages of
@@ -338,7 +378,10 @@ class FrameEncoder(nn.Module):
     head. ``bands`` > 0 adds per-band traces and profiles (:func:`band_levels_db`) for the
     multi-band processors; ``band_split`` (their band count) adds a second stage that splits
     the audio at the first stage's crossovers and estimates each band's settings from that
-    band's own traces and profile (the crossovers stay the first stage's).
+    band's own traces and profile (the crossovers stay the first stage's). ``feedback=True``
+    (``dry_wet``, single-band processors) adds a learned correction (:class:`_Feedback`): the
+    dry audio is rendered through the processor at the first estimate (``attach_processor``)
+    and a second network reads the residual; ``stage_preds`` holds both estimates.
 
     Shape:
         wet, dry: (B, C, T); output: (B, num_outputs) in [0, 1].
@@ -348,7 +391,7 @@ class FrameEncoder(nn.Module):
                  hop_ms: float = 2.9, widths: tuple = (48,),
                  dilations: tuple = (1, 2, 4, 8, 16, 32, 64, 128, 256), heads: int = 4,
                  hidden: int = 256, stem_stride: int = 1, sub_blocks: int = 4, bands: int = 0,
-                 wet_profile: bool = False, band_split: int = 0):
+                 wet_profile: bool = False, band_split: int = 0, feedback: bool = False):
         super().__init__()
         self.uses_dry = dry_wet = uses_dry(input_mode)
         self.input_mode = input_mode
@@ -392,6 +435,18 @@ class FrameEncoder(nn.Module):
         self.band_split = int(band_split)
         if self.band_split:
             self._init_band_stage(num_outputs, sample_rate, hidden)
+        self.feedback = None
+        if feedback:
+            if not dry_wet:
+                raise ValueError("feedback needs input_mode='dry_wet' (it renders the dry audio "
+                                 "at the first estimate)")
+            if self.bands or self.band_split:
+                raise ValueError("feedback is for the single-band processors (bands=0, "
+                                 "band_split=0)")
+            self.feedback = _Feedback(num_outputs, self.sub_blocks, widths[0], dilations, heads,
+                                      hidden)
+        self._render: list = []  # the processor, set by attach_processor (not a submodule)
+        self.stage_preds: list[Tensor] = []  # every stage's estimate of the last forward
 
     def _init_band_stage(self, num_outputs: int, sample_rate: int, hidden: int) -> None:
         """The multi-band processors' second stage: the crossovers from the first stage split
@@ -436,6 +491,20 @@ class FrameEncoder(nn.Module):
             settings.append(self.band_head(torch.cat([stats, prof, code], dim=1)))
         return torch.cat([*settings, out[:, nb * k:]], dim=1)
 
+    def attach_processor(self, processor: nn.Module) -> None:
+        """The processor that the feedback stage renders through (the module's own; kept out
+        of this encoder's parameters and state)."""
+        self._render = [processor]
+
+    def _feedback_stage(self, first: Tensor, feats: Tensor, wet: Tensor, dry: Tensor) -> Tensor:
+        if not self._render:
+            raise RuntimeError("FrameEncoder(feedback=True) renders through the processor: "
+                               "call attach_processor(processor) first (EffectEstimator does)")
+        with torch.no_grad():
+            y = self._render[0](dry, norm_params=first.detach(), validate=False)
+            feats_y = frame_features(y, dry, self.hop, self.sub_blocks)
+        return self.feedback(first, feats, feats_y)
+
     @property
     def min_samples(self) -> int:
         """The shortest audio this encoder accepts."""
@@ -458,10 +527,20 @@ class FrameEncoder(nn.Module):
             feats, band_profile = self._band_traces(feats, wet, dry)
             if band_profile is not None:
                 profiles.append(band_profile)
-        out = self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
+        frozen = self.feedback is not None and not any(
+            p.requires_grad for p in self._first_stage_parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            out = self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
         if self.band_split:
             out = self._band_stage(out, wet, dry)
+        self.stage_preds = [out]
+        if self.feedback is not None:
+            out = self._feedback_stage(out, feats, wet, dry)
+            self.stage_preds.append(out)
         return out
+
+    def _first_stage_parameters(self):
+        return (p for name, p in self.named_parameters() if not name.startswith("feedback."))
 
     def _band_traces(self, feats: Tensor, wet: Tensor, dry: Tensor | None):
         """``feats`` joined by the band levels (wet; dry_wet: dry, wet and the band gain) held

@@ -79,6 +79,12 @@ class EffectEstimator(L.LightningModule):
             the machine's speed).
         refine_steps, refine_lr: test/predict-time refinement (dry_wet); the test reports the
             network alone (``model``) and refined (``model+refine``).
+        trainable: train only this part of the encoder (a parameter-name prefix, e.g.
+            ``"feedback"`` to train a feedback stage on a trained first stage); ``None``: all.
+
+    An encoder with several stages (``stage_preds`` after its forward, e.g. the
+    ``FrameEncoder``'s feedback stage) has the parameter term on every trained stage's
+    estimate (averaged); the other terms use the final estimate.
     """
 
     def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: Optional[str] = None,
@@ -87,7 +93,7 @@ class EffectEstimator(L.LightningModule):
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
                  max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
-                 stft_from_epoch: int = 0):
+                 stft_from_epoch: int = 0, trainable: Optional[str] = None):
         super().__init__()
         self.gain_from_epoch = int(gain_from_epoch)
         self.stft_from_epoch = int(stft_from_epoch)
@@ -109,6 +115,16 @@ class EffectEstimator(L.LightningModule):
         self._epoch_t0: Optional[float] = None
         self.encoder = encoder
         self.processor = processor
+        if hasattr(encoder, "attach_processor"):
+            encoder.attach_processor(processor)  # encoders that render (error feedback)
+        self.trainable = trainable
+        if trainable:
+            names = [n for n, _ in encoder.named_parameters()]
+            if not any(n.startswith(trainable + ".") for n in names):
+                raise ValueError(f"trainable={trainable!r} names no part of the encoder (its "
+                                 f"parts: {sorted({n.split('.')[0] for n in names})})")
+            for n, p in encoder.named_parameters():
+                p.requires_grad_(n.startswith(trainable + "."))
         own = getattr(encoder, "input_mode", None)
         if input_mode is not None and own is not None and input_mode != own:
             raise ValueError(f"input_mode={input_mode!r} but the encoder was built for {own!r}")
@@ -182,10 +198,19 @@ class EffectEstimator(L.LightningModule):
                                           validate=False)
         terms = {}
         if all_terms or weights["param"]:
-            err = (pred - true).abs()
             pw = self._param_weights(dry, true) if stage != "test" else None
-            terms["param"] = err.mean() if pw is None else (err * pw).sum() / (
-                pw.sum().clamp_min(1e-6))
+            stages = [p for p in getattr(self.encoder, "stage_preds", [])[:-1]
+                      if p.requires_grad] if stage == "train" else []
+            per_stage = []
+            for p in [*stages, pred]:
+                err = (p - true).abs()
+                per_stage.append(err.mean() if pw is None else (err * pw).sum() / (
+                    pw.sum().clamp_min(1e-6)))
+            terms["param"] = sum(per_stage) / len(per_stage)
+            if len(getattr(self.encoder, "stage_preds", [])) > 1:
+                first = (self.encoder.stage_preds[0] - true).abs().mean()
+                self.log(f"{stage}/param_first", first, batch_size=dry.shape[0],
+                         sync_dist=stage != "train")
         if all_terms or weights["stft"]:
             terms["stft"] = self.mrstft(y, wet)
         if all_terms or weights["gain"]:
@@ -371,7 +396,7 @@ class EffectEstimator(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
-        opt = self.optimizer_factory(self.encoder.parameters())
+        opt = self.optimizer_factory([p for p in self.encoder.parameters() if p.requires_grad])
         if self.scheduler is None:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))

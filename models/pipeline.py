@@ -125,6 +125,9 @@ def _carry_train_info(module: EffectEstimator, state: dict) -> None:
     module.train_examples = int(info.get("train_examples", 0))
 
 
+NEW_STAGE_PREFIXES = ("encoder.feedback.",)  # parts init_from may find missing
+
+
 def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     """Fine-tuning: load the network weights of another run's checkpoint into ``module``
     before training (fresh optimizer, schedule and epoch count, unlike a resume). The
@@ -133,6 +136,13 @@ def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     state = load_state(ckpt_path)
     check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
     try:
+        new_parts = [k for k in module.state_dict() if k not in state["state_dict"]
+                     and k.startswith(NEW_STAGE_PREFIXES)]
+        if new_parts:  # a stage added on top of a trained network starts from its own init
+            state["state_dict"] = {**{k: module.state_dict()[k] for k in new_parts},
+                                   **state["state_dict"]}
+            log.info("init_from: %d tensors of new stages (%s) keep their initial values",
+                     len(new_parts), ", ".join(NEW_STAGE_PREFIXES))
         module.load_state_dict(state["state_dict"])
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).strip().splitlines()]

@@ -232,6 +232,42 @@ def test_frame_encoder_band_split_stage(mode):
         FrameEncoder(20, 44100, band_split=4)
 
 
+def test_frame_encoder_feedback_stage():
+    """The feedback stage starts as the identity (the first estimate), renders through the
+    attached processor, and with ``trainable="feedback"`` only it learns."""
+    from models.module import EffectEstimator
+
+    torch.manual_seed(0)
+    proc = dynfx.Compressor(sample_rate=44100)
+    P = proc.count_num_parameters()
+    enc = FrameEncoder(P, 44100, widths=(16,), dilations=(1, 2), feedback=True)
+    dry = torch.randn(2, 1, 16384) * 0.1
+    wet = proc(dry, norm_params=torch.rand(2, P), validate=False)
+    with pytest.raises(RuntimeError, match="attach_processor"):
+        enc(wet, dry)
+    module = EffectEstimator(enc, proc, w_stft=0.0, trainable="feedback")
+    out = enc(wet, dry)
+    first, final = enc.stage_preds
+    assert final is out and torch.allclose(out, first)  # zero-initialised correction
+    assert not first.requires_grad and out.requires_grad  # the first stage is frozen
+    # a nudged output layer moves the estimate up; the backward pass reaches the feedback
+    # stage only
+    with torch.no_grad():
+        enc.feedback.head[-1].bias.fill_(0.3)
+    moved = enc(wet, dry)
+    assert torch.all(moved > first)
+    moved.sum().backward()
+    assert all(p.grad is None for n, p in enc.named_parameters() if not n.startswith("feedback"))
+    assert all(p.grad is not None for p in enc.feedback.parameters())
+    trainable = [p for p in module.encoder.parameters() if p.requires_grad]
+    assert len(trainable) == len(list(enc.feedback.parameters()))
+    with pytest.raises(ValueError, match="names no part"):
+        EffectEstimator(FrameEncoder(P, 44100, widths=(16,), dilations=(1,)), proc,
+                        trainable="feedback")
+    with pytest.raises(ValueError, match="dry_wet"):
+        FrameEncoder(P, 44100, input_mode="wet", feedback=True)
+
+
 @pytest.mark.parametrize("mode", ["dry_wet", "wet"])
 def test_frame_encoder_shapes_modes_and_errors(mode):
     enc = FrameEncoder(6, 44100, input_mode=mode, stem_stride=2)

@@ -131,6 +131,24 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
                     f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
 
 
+def test_feedback_stage_trains_on_a_frozen_first_stage(tmp_path):
+    """init_from a one-stage run, then encoder.feedback=true with model.trainable=feedback: the
+    new stage starts from its own (identity) init and learns; the first stage stays as it was."""
+    small = ["encoder=frame", "encoder.widths=[8]", "encoder.dilations=[1,2]",
+             "encoder.hidden=16"]
+    train_tiny(tmp_path / "base", "trainer.max_epochs=1", *small)
+    base = torch.load(tmp_path / "base" / "checkpoints" / "last.ckpt", weights_only=False)
+    train_tiny(tmp_path / "fb", "trainer.max_epochs=1", *small, "encoder.feedback=true",
+               "model.trainable=feedback",
+               f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
+    fb = torch.load(tmp_path / "fb" / "checkpoints" / "last.ckpt", weights_only=False)
+    for k, v in base["state_dict"].items():
+        assert torch.equal(fb["state_dict"][k], v), k
+    new = [k for k in fb["state_dict"] if k.startswith("encoder.feedback.")]
+    assert new and all(k not in base["state_dict"] for k in new)
+    assert fb["state_dict"]["encoder.feedback.head.5.bias"].abs().sum() > 0  # it learned
+
+
 def test_wandb_offline_run_leaves_files(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)

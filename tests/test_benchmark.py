@@ -415,3 +415,31 @@ def test_training_data_table_and_its_readme_section(tmp_path):
     assert "STALE ROW" not in text
     assert "| builtin | dry_wet | built-in + realistic (fine-tuned) | 0.120 |" in text
     assert text.startswith("top\n") and text.endswith(f"{cli.MIX_END}\nbottom\n")
+
+
+def test_wet_level_bound_invariance_and_posterior():
+    """bench/wet_level_bound.py: a Compressor is invariant to (+d dB in, +d threshold, -d
+    makeup) sample for sample, and the bound is the posterior median of that shift."""
+    wb = load_script("bench/wet_level_bound.py", "bench_wet_level_bound")
+    comp = dynfx.Compressor(sample_rate=44100)
+    torch.manual_seed(1)
+    dry = (torch.randn(3, 1, 8192, dtype=torch.float64) * 0.05)
+    dsp = {"threshold_db": torch.tensor([-30.0, -20.0, -40.0], dtype=torch.float64),
+           "ratio": 4.0, "knee_db": 6.0, "attack_ms": 3.0, "release_ms": 80.0,
+           "makeup_db": torch.tensor([2.0, -3.0, 5.0], dtype=torch.float64)}
+    d = 7.5
+    moved = dict(dsp, threshold_db=dsp["threshold_db"] + d, makeup_db=dsp["makeup_db"] - d)
+    a = comp(dry, dsp_params=dsp)
+    b = comp(dry * 10 ** (d / 20), dsp_params=moved)
+    assert float((a - b).abs().max()) < 1e-9 * float(a.abs().max())
+    # the posterior median: an interval alone, a dominating point mass, a mass beside it
+    assert wb.posterior_median(-4.0, 6.0, 8.0, 0.0) == pytest.approx(1.0)
+    assert wb.posterior_median(-4.0, 0.0, 0.0, 10.0) == pytest.approx(0.0)
+    assert wb.posterior_median(-4.0, 0.0, 0.0, 2.0) == pytest.approx(-1.0)
+    # a clip far below the peak limit: every level of the range is possible, cut by the
+    # makeup range (0 dB makeup can move down by 12 dB at most: shifts up to +12 dB)
+    x = np.zeros((1, 1, 1000))
+    x[..., ::2] = 0.1  # RMS -23 dBFS, crest 3 dB: never peak-limited
+    rms = 10 * np.log10(np.mean(x ** 2))
+    err = wb.level_bound(x, np.array([-30.0]), np.array([0.0]))
+    assert err[0] == pytest.approx(abs((-30 - rms + min(-10 - rms, 12.0)) / 2), abs=1e-6)

@@ -445,6 +445,7 @@ class FrameEncoder(nn.Module):
                                  "band_split=0)")
             self.feedback = _Feedback(num_outputs, self.sub_blocks, widths[0], dilations, heads,
                                       hidden)
+        self.feedback_enabled = True  # False: the first stage alone (a training phase)
         self._render: list = []  # the processor, set by attach_processor (not a submodule)
         self.stage_preds: list[Tensor] = []  # every stage's estimate of the last forward
 
@@ -534,7 +535,7 @@ class FrameEncoder(nn.Module):
         if self.band_split:
             out = self._band_stage(out, wet, dry)
         self.stage_preds = [out]
-        if self.feedback is not None:
+        if self.feedback is not None and self.feedback_enabled:
             out = self._feedback_stage(out, feats, wet, dry)
             self.stage_preds.append(out)
         return out

@@ -81,6 +81,10 @@ class EffectEstimator(L.LightningModule):
             network alone (``model``) and refined (``model+refine``).
         trainable: train only this part of the encoder (a parameter-name prefix, e.g.
             ``"feedback"`` to train a feedback stage on a trained first stage); ``None``: all.
+        feedback_from_epoch: with a feedback stage in the encoder, train in two phases in one
+            run: the first stage alone before this epoch (the feedback stage left out), then
+            the feedback stage on the frozen first stage, each phase with its own warm-up and
+            cosine decay (``scheduler="cosine"``); 0: both stages together throughout.
 
     An encoder with several stages (``stage_preds`` after its forward, e.g. the
     ``FrameEncoder``'s feedback stage) has the parameter term on every trained stage's
@@ -93,8 +97,15 @@ class EffectEstimator(L.LightningModule):
                  refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
                  max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
-                 stft_from_epoch: int = 0, trainable: Optional[str] = None):
+                 stft_from_epoch: int = 0, trainable: Optional[str] = None,
+                 feedback_from_epoch: int = 0):
         super().__init__()
+        self.feedback_from_epoch = int(feedback_from_epoch)
+        if self.feedback_from_epoch and getattr(encoder, "feedback", None) is None:
+            raise ValueError("feedback_from_epoch needs an encoder with a feedback stage "
+                             "(encoder.feedback=true)")
+        if self.feedback_from_epoch and trainable:
+            raise ValueError("feedback_from_epoch and trainable exclude each other")
         self.gain_from_epoch = int(gain_from_epoch)
         self.stft_from_epoch = int(stft_from_epoch)
         if int(max_nonfinite_steps) < 1:
@@ -257,7 +268,22 @@ class EffectEstimator(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
+    def _feedback_phase(self, training: bool) -> None:
+        """Two-phase training (``feedback_from_epoch``): which stages run and learn now."""
+        if not self.feedback_from_epoch:
+            return
+        second = (not training) or self.current_epoch >= self.feedback_from_epoch
+        self.encoder.feedback_enabled = second
+        for name, p in self.encoder.named_parameters():
+            if not name.startswith("feedback."):
+                p.requires_grad_(not second)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.feedback_from_epoch and self.current_epoch < self.feedback_from_epoch:
+            self.encoder.feedback_enabled = False  # still an identity: skip its cost
+
     def on_train_epoch_start(self) -> None:
+        self._feedback_phase(training=True)
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "set_epoch"):
             dm.set_epoch(self.current_epoch)  # new crops and settings every epoch
@@ -270,6 +296,8 @@ class EffectEstimator(L.LightningModule):
 
     # -- test: the model and two baselines on the same examples --------------------------------
     def on_test_epoch_start(self) -> None:
+        if getattr(self.encoder, "feedback", None) is not None:
+            self.encoder.feedback_enabled = True  # the whole network
         self.test_sums = defaultdict(float)
         self.test_count = 0
         self._test_rows: list[tuple[Tensor, Tensor]] = []  # (indices, (n, metrics)) per batch
@@ -396,6 +424,8 @@ class EffectEstimator(L.LightningModule):
             torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
+        if self.feedback_from_epoch:
+            return self._two_phase_optimizer()
         opt = self.optimizer_factory([p for p in self.encoder.parameters() if p.requires_grad])
         if self.scheduler is None:
             return opt
@@ -411,6 +441,40 @@ class EffectEstimator(L.LightningModule):
                 return _cosine_decay(min(1.0, (step - warm) / max(1, total - warm)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _two_phase_optimizer(self):
+        """``feedback_from_epoch``: one parameter group per stage, each with the schedule over
+        its own phase (0 outside it: Adam also skips parameters without gradients)."""
+        if self.scheduler not in (None, "cosine"):
+            raise ValueError("feedback_from_epoch works with scheduler=cosine or null, got "
+                             f"{self.scheduler!r}")
+        first = [p for n, p in self.encoder.named_parameters() if not n.startswith("feedback.")]
+        second = list(self.encoder.feedback.parameters())
+        opt = self.optimizer_factory([{"params": first}, {"params": second}])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = self.trainer.max_epochs
+        if epochs is None or epochs <= self.feedback_from_epoch:
+            raise ValueError(f"feedback_from_epoch={self.feedback_from_epoch} needs "
+                             f"trainer.max_epochs above it, got {epochs}")
+        switch = round(total * self.feedback_from_epoch / epochs)
+
+        def phase(lo: int, hi: int) -> Callable[[int], float]:
+            warm = max(1, int(self.warmup_frac * (hi - lo)))
+
+            def factor(step: int) -> float:
+                if not lo <= step < hi:
+                    return 0.0
+                if self.scheduler is None:
+                    return 1.0
+                k = step - lo
+                if k < warm:
+                    return (k + 1) / warm
+                return _cosine_decay(min(1.0, (k - warm) / max(1, hi - lo - warm)))
+
+            return factor
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, [phase(0, switch), phase(switch, total)])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _time_factor(self, total: int) -> Callable[[int], float]:

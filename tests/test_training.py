@@ -149,6 +149,26 @@ def test_feedback_stage_trains_on_a_frozen_first_stage(tmp_path):
     assert fb["state_dict"]["encoder.feedback.head.5.bias"].abs().sum() > 0  # it learned
 
 
+def test_two_phase_feedback_run_matches_a_one_stage_run_then_trains_the_feedback(tmp_path):
+    """feedback_from_epoch=1 of 2: the first epoch is exactly a one-epoch one-stage run (same
+    schedule, same data), the second trains the feedback stage alone."""
+    small = ["encoder=frame", "encoder.widths=[8]", "encoder.dilations=[1,2]",
+             "encoder.hidden=16", "model.scheduler=cosine", "seed=5"]
+    train_tiny(tmp_path / "one", "trainer.max_epochs=1", *small)
+    one = torch.load(tmp_path / "one" / "checkpoints" / "last.ckpt", weights_only=False)
+    train_tiny(tmp_path / "two", "trainer.max_epochs=2", *small, "encoder.feedback=true",
+               "model.feedback_from_epoch=1")
+    two = torch.load(tmp_path / "two" / "checkpoints" / "last.ckpt", weights_only=False)
+    for k, v in one["state_dict"].items():
+        assert torch.allclose(two["state_dict"][k], v, rtol=0, atol=1e-6), k
+    assert two["state_dict"]["encoder.feedback.head.5.bias"].abs().sum() > 0
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="feedback stage"):
+        train_tiny(tmp_path / "bad", "trainer.max_epochs=2", *small,
+                   "model.feedback_from_epoch=1")
+
+
 def test_wandb_offline_run_leaves_files(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_MODE", raising=False)

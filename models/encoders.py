@@ -285,8 +285,9 @@ def band_matrix(bands: int, n_fft: int, sample_rate: int) -> Tensor:
 
 def band_levels_db(x: Tensor, matrix: Tensor, hop: int, frames: int) -> Tensor:
     """Per-band level in dB of (B, C, T) audio mixed to mono: the power of the STFT bins of
-    each band (a full-scale sine reads -3 dB in its band) (``matrix`` from :func:`band_matrix`, Hann window of ``2 (bins - 1)`` samples,
-    ``hop`` samples apart, centred), the first ``frames`` STFT frames: (B, bands, frames)."""
+    each band (a full-scale sine reads -3 dB in its band) (``matrix`` from
+    :func:`band_matrix`, Hann window of ``2 (bins - 1)`` samples, ``hop`` samples apart,
+    centred), the first ``frames`` STFT frames: (B, bands, frames)."""
     n_fft = 2 * (matrix.shape[1] - 1)
     spec = torch.stft(x.mean(dim=1), n_fft, hop_length=hop,
                       window=torch.hann_window(n_fft, device=x.device, dtype=x.dtype),

@@ -280,7 +280,8 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         warning = (f"the wet recording is silent (RMS below {SILENCE_DBFS:g} dBFS): the settings "
                    "are not determined")
     elif dry is not None and float((wet - dry).abs().max()) <= 1e-3 * float(dry.abs().max()):
-        warning = "the wet recording equals the dry one (no gain change): the settings are not determined"
+        warning = ("the wet recording equals the dry one (no gain change): the settings are "
+                   "not determined")
     norm = module.estimate(wet, dry)
     settings = {k: float(v[0]) for k, v in module.processor.denormalize(norm).items()}
     result = dict(settings)

@@ -187,10 +187,13 @@ except ImportError:  # pragma: no cover
 
 class FiniteModelCheckpoint(_ModelCheckpoint):
     """``ModelCheckpoint`` that never takes a non-finite monitored value (a diverged run's NaN
-    validation loss) as a best model."""
+    validation loss) as a best model, nor an epoch whose module says it is not the whole network
+    yet (``checkpoint_selectable`` False: the first phase of a two-phase run)."""
 
     def check_monitor_top_k(self, trainer, current=None) -> bool:
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
+            return False
+        if not getattr(trainer.lightning_module, "checkpoint_selectable", True):
             return False
         return super().check_monitor_top_k(trainer, current)
 

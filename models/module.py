@@ -278,6 +278,12 @@ class EffectEstimator(L.LightningModule):
             if not name.startswith("feedback."):
                 p.requires_grad_(not second)
 
+    @property
+    def checkpoint_selectable(self) -> bool:
+        """Whether this epoch's weights may be chosen as the run's best: not in the first phase
+        of a two-phase run (``feedback_from_epoch``), whose network is not the final one."""
+        return not (self.feedback_from_epoch and self.current_epoch < self.feedback_from_epoch)
+
     def on_validation_epoch_start(self) -> None:
         if self.feedback_from_epoch and self.current_epoch < self.feedback_from_epoch:
             self.encoder.feedback_enabled = False  # still an identity: skip its cost

@@ -94,6 +94,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                                      default_root_dir=str(run_dir),
                                      plugins=[atomic_checkpoint_io()])
     ckpt = _resolve_ckpt(cfg.get("ckpt_path"), run_dir)
+    if cfg.model.get("trainable") and not (cfg.get("init_from") or ckpt):
+        raise ValueError(f"model.trainable={cfg.model.trainable} trains one part of a trained "
+                         "network: give init_from=<its checkpoint>")
     if cfg.get("init_from"):
         if ckpt:
             raise ValueError("init_from (start from a checkpoint's weights) and ckpt_path "

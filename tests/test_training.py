@@ -147,6 +147,9 @@ def test_feedback_stage_trains_on_a_frozen_first_stage(tmp_path):
     new = [k for k in fb["state_dict"] if k.startswith("encoder.feedback.")]
     assert new and all(k not in base["state_dict"] for k in new)
     assert fb["state_dict"]["encoder.feedback.head.5.bias"].abs().sum() > 0  # it learned
+    with pytest.raises(ValueError, match="init_from"):  # nothing trained to build on
+        train_tiny(tmp_path / "alone", "trainer.max_epochs=1", *small, "encoder.feedback=true",
+                   "model.trainable=feedback")
 
 
 def test_two_phase_feedback_run_matches_a_one_stage_run_then_trains_the_feedback(tmp_path):
@@ -162,6 +165,9 @@ def test_two_phase_feedback_run_matches_a_one_stage_run_then_trains_the_feedback
     for k, v in one["state_dict"].items():
         assert torch.allclose(two["state_dict"][k], v, rtol=0, atol=1e-6), k
     assert two["state_dict"]["encoder.feedback.head.5.bias"].abs().sum() > 0
+    # the best checkpoint is chosen among the second phase's epochs only (the whole network)
+    best = sorted(p.name for p in (tmp_path / "two" / "checkpoints").glob("epoch*.ckpt"))
+    assert best == ["epoch001.ckpt"], best
     from hydra.errors import InstantiationException
 
     with pytest.raises(InstantiationException, match="feedback stage"):

@@ -188,7 +188,8 @@ except ImportError:  # pragma: no cover
 class FiniteModelCheckpoint(_ModelCheckpoint):
     """``ModelCheckpoint`` that never takes a non-finite monitored value (a diverged run's NaN
     validation loss) as a best model, nor an epoch whose module says it is not the whole network
-    yet (``checkpoint_selectable`` False: the first phase of a two-phase run)."""
+    yet (``checkpoint_selectable`` False: the first phase of a two-phase run), and that keeps
+    ``last.ckpt`` at the latest epoch."""
 
     def check_monitor_top_k(self, trainer, current=None) -> bool:
         if current is not None and not bool(torch.isfinite(torch.as_tensor(current)).all()):
@@ -196,6 +197,23 @@ class FiniteModelCheckpoint(_ModelCheckpoint):
         if not getattr(trainer.lightning_module, "checkpoint_selectable", True):
             return False
         return super().check_monitor_top_k(trainer, current)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        """Also write ``last.ckpt`` after an epoch that is not a new best: Lightning saves it
+        only together with a top-k checkpoint, so a resume (``ckpt_path=last``) would go back
+        to the best epoch and a time-capped run would lose its final weights."""
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._keep_last(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._keep_last(trainer)
+
+    def _keep_last(self, trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def user_message(exc: BaseException) -> str:

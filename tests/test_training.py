@@ -131,6 +131,15 @@ def test_init_from_starts_from_the_weights_with_a_fresh_schedule(tmp_path):
                     f"init_from={tmp_path / 'base' / 'checkpoints' / 'last.ckpt'}")
 
 
+def test_last_checkpoint_follows_the_latest_epoch_not_the_best(tmp_path):
+    """With lr 0 the second epoch's validation loss equals the first's (not a new best): the
+    best checkpoint stays epoch 0, last.ckpt is epoch 1 (resumes continue from there)."""
+    train_tiny(tmp_path, "trainer.max_epochs=2", "model.optimizer.lr=0.0")
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 1
+    assert [p.name for p in (tmp_path / "checkpoints").glob("epoch*.ckpt")] == ["epoch000.ckpt"]
+
+
 def test_feedback_stage_trains_on_a_frozen_first_stage(tmp_path):
     """init_from a one-stage run, then encoder.feedback=true with model.trainable=feedback: the
     new stage starts from its own (identity) init and learns; the first stage stays as it was."""

@@ -81,6 +81,8 @@ class EffectEstimator(L.LightningModule):
             network alone (``model``) and refined (``model+refine``).
         trainable: train only this part of the encoder (a parameter-name prefix, e.g.
             ``"feedback"`` to train a feedback stage on a trained first stage); ``None``: all.
+        stft_crop: in training, the MR-STFT term on one random crop of this many samples
+            (the same for the batch; validation and test use the whole clip); 0: whole clips.
         feedback_from_epoch: with a feedback stage in the encoder, train in two phases in one
             run: the first stage alone before this epoch (the feedback stage left out), then
             the feedback stage on the frozen first stage, each phase with its own warm-up and
@@ -98,8 +100,11 @@ class EffectEstimator(L.LightningModule):
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
                  max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
                  stft_from_epoch: int = 0, trainable: Optional[str] = None,
-                 feedback_from_epoch: int = 0):
+                 feedback_from_epoch: int = 0, stft_crop: int = 0):
         super().__init__()
+        if int(stft_crop) < 0:
+            raise ValueError(f"stft_crop must be >= 0, got {stft_crop}")
+        self.stft_crop = int(stft_crop)
         self.feedback_from_epoch = int(feedback_from_epoch)
         if self.feedback_from_epoch and getattr(encoder, "feedback", None) is None:
             raise ValueError("feedback_from_epoch needs an encoder with a feedback stage "
@@ -223,7 +228,12 @@ class EffectEstimator(L.LightningModule):
                 self.log(f"{stage}/param_first", first, batch_size=dry.shape[0],
                          sync_dist=stage != "train")
         if all_terms or weights["stft"]:
-            terms["stft"] = self.mrstft(y, wet)
+            y_s, wet_s = y, wet
+            if stage == "train" and 0 < self.stft_crop < y.shape[-1]:
+                start = int(torch.randint(0, y.shape[-1] - self.stft_crop + 1, (1,)))
+                y_s = y[..., start : start + self.stft_crop]
+                wet_s = wet[..., start : start + self.stft_crop]
+            terms["stft"] = self.mrstft(y_s, wet_s)
         if all_terms or weights["gain"]:
             terms["gain"] = gain_mae_db(gain_pred, gain_true).mean() / 10.0
         loss = sum(weights[k] * v for k, v in terms.items() if weights[k])

@@ -203,3 +203,30 @@ def test_rng_states_survive_a_checkpoint_round_trip(tmp_path):
     expected = np.random.random(5)
     np.random.set_state(_numpy_state_from_plain(loaded))
     assert np.array_equal(np.random.random(5), expected)
+
+
+def test_stft_crop_applies_to_training_only():
+    """model.stft_crop: the MR-STFT term of a training step sees one crop of that length;
+    validation sees the whole clip."""
+    from models.encoders import EnvelopeEncoder
+    from models.module import EffectEstimator
+
+    proc = dynfx.Compressor(sample_rate=22050)
+    enc = EnvelopeEncoder(proc.count_num_parameters(), 22050)
+    module = EffectEstimator(enc, proc, w_stft=1.0, stft_crop=2048)
+    seen = []
+
+    class FakeSTFT(torch.nn.Module):
+        def forward(self, y, wet):
+            seen.append((y.shape[-1], wet.shape[-1]))
+            return (y - wet).abs().mean()
+
+    module.mrstft = FakeSTFT()
+    module.log = lambda *a, **k: None
+    batch = {"dry": torch.randn(2, 1, 8192) * 0.1,
+             "norm_params": torch.rand(2, proc.count_num_parameters())}
+    module._step(batch, "train")
+    module._step(batch, "val")
+    assert seen == [(2048, 2048), (8192, 8192)]
+    with pytest.raises(ValueError, match="stft_crop"):
+        EffectEstimator(enc, proc, stft_crop=-1)

@@ -530,7 +530,7 @@ class FrameEncoder(nn.Module):
             if band_profile is not None:
                 profiles.append(band_profile)
         frozen = self.feedback is not None and not any(
-            p.requires_grad for p in self._first_stage_parameters())
+            p.requires_grad for p in self.first_stage_parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
             out = self.head(torch.cat([self.pool(self.net(feats)), *profiles], dim=1))
         if self.band_split:
@@ -541,7 +541,8 @@ class FrameEncoder(nn.Module):
             self.stage_preds.append(out)
         return out
 
-    def _first_stage_parameters(self):
+    def first_stage_parameters(self):
+        """Every parameter but the feedback stage's."""
         return (p for name, p in self.named_parameters() if not name.startswith("feedback."))
 
     def _band_traces(self, feats: Tensor, wet: Tensor, dry: Tensor | None):

@@ -48,6 +48,19 @@ def _cosine_decay(t: float) -> float:
     return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def _warmup_cosine(steps: int, warmup_frac: float) -> Callable[[int], float]:
+    """The step schedule over ``steps`` steps: linear warm-up over ``warmup_frac`` of them,
+    then :func:`_cosine_decay`."""
+    warm = max(1, int(warmup_frac * steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return _cosine_decay(min(1.0, (step - warm) / max(1, steps - warm)))
+
+    return factor
+
+
 class EffectEstimator(L.LightningModule):
     """Estimate a processor's settings from audio.
 
@@ -282,20 +295,24 @@ class EffectEstimator(L.LightningModule):
         """Two-phase training (``feedback_from_epoch``): which stages run and learn now."""
         if not self.feedback_from_epoch:
             return
-        second = (not training) or self.current_epoch >= self.feedback_from_epoch
+        second = not (training and self._first_phase)
         self.encoder.feedback_enabled = second
-        for name, p in self.encoder.named_parameters():
-            if not name.startswith("feedback."):
-                p.requires_grad_(not second)
+        for p in self.encoder.first_stage_parameters():
+            p.requires_grad_(not second)
+
+    @property
+    def _first_phase(self) -> bool:
+        """In the first phase of a two-phase run (``feedback_from_epoch``)."""
+        return bool(self.feedback_from_epoch) and self.current_epoch < self.feedback_from_epoch
 
     @property
     def checkpoint_selectable(self) -> bool:
         """Whether this epoch's weights may be chosen as the run's best: not in the first phase
-        of a two-phase run (``feedback_from_epoch``), whose network is not the final one."""
-        return not (self.feedback_from_epoch and self.current_epoch < self.feedback_from_epoch)
+        of a two-phase run, whose network is not the final one."""
+        return not self._first_phase
 
     def on_validation_epoch_start(self) -> None:
-        if self.feedback_from_epoch and self.current_epoch < self.feedback_from_epoch:
+        if self._first_phase:
             self.encoder.feedback_enabled = False  # still an identity: skip its cost
 
     def on_train_epoch_start(self) -> None:
@@ -449,12 +466,7 @@ class EffectEstimator(L.LightningModule):
         if self.scheduler == "cosine_time":
             factor = self._time_factor(total)
         else:
-            warm = max(1, int(self.warmup_frac * total))
-
-            def factor(step: int) -> float:
-                if step < warm:
-                    return (step + 1) / warm
-                return _cosine_decay(min(1.0, (step - warm) / max(1, total - warm)))
+            factor = _warmup_cosine(total, self.warmup_frac)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -465,7 +477,7 @@ class EffectEstimator(L.LightningModule):
         if self.scheduler not in (None, "cosine"):
             raise ValueError("feedback_from_epoch works with scheduler=cosine or null, got "
                              f"{self.scheduler!r}")
-        first = [p for n, p in self.encoder.named_parameters() if not n.startswith("feedback.")]
+        first = list(self.encoder.first_stage_parameters())
         second = list(self.encoder.feedback.parameters())
         opt = self.optimizer_factory([{"params": first}, {"params": second}])
         total = max(1, int(self.trainer.estimated_stepping_batches))
@@ -476,17 +488,12 @@ class EffectEstimator(L.LightningModule):
         switch = round(total * self.feedback_from_epoch / epochs)
 
         def phase(lo: int, hi: int) -> Callable[[int], float]:
-            warm = max(1, int(self.warmup_frac * (hi - lo)))
+            inner = _warmup_cosine(hi - lo, self.warmup_frac)
 
             def factor(step: int) -> float:
                 if not lo <= step < hi:
                     return 0.0
-                if self.scheduler is None:
-                    return 1.0
-                k = step - lo
-                if k < warm:
-                    return (k + 1) / warm
-                return _cosine_decay(min(1.0, (k - warm) / max(1, hi - lo - warm)))
+                return 1.0 if self.scheduler is None else inner(step - lo)
 
             return factor
 

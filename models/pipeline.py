@@ -139,11 +139,11 @@ def init_weights(module: EffectEstimator, ckpt_path: str) -> None:
     state = load_state(ckpt_path)
     check_finite_state(state["state_dict"], source=f"checkpoint {ckpt_path}")
     try:
-        new_parts = [k for k in module.state_dict() if k not in state["state_dict"]
+        own = module.state_dict()
+        new_parts = [k for k in own if k not in state["state_dict"]
                      and k.startswith(NEW_STAGE_PREFIXES)]
         if new_parts:  # a stage added on top of a trained network starts from its own init
-            state["state_dict"] = {**{k: module.state_dict()[k] for k in new_parts},
-                                   **state["state_dict"]}
+            state["state_dict"] = {**{k: own[k] for k in new_parts}, **state["state_dict"]}
             log.info("init_from: %d tensors of new stages (%s) keep their initial values",
                      len(new_parts), ", ".join(NEW_STAGE_PREFIXES))
         module.load_state_dict(state["state_dict"])

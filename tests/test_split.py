@@ -20,12 +20,25 @@ def _freqs(n_bands, batch, fs, dtype=torch.float64, seed=0):
 
 def test_topology_three_bands():
     stages, src, band_of = split_op.split_topology(3)
-    # AP1(LP0 LP0 x), LP1 LP1 (HP0 HP0 x), HP1 HP1 (HP0 HP0 x)
+    # AP1(LP0 LP0 x), LP1 LP1 (HP0 HP0 x), and the last band AP1 (HP0 HP0 x) minus band 1
     assert stages == (("lowpass", 0), ("lowpass", 0), ("allpass", 1), ("highpass", 0),
-                      ("highpass", 0), ("lowpass", 1), ("lowpass", 1), ("highpass", 1),
-                      ("highpass", 1))
-    assert src.tolist() == [-1, 0, 1, -1, 3, 4, 5, 4, 7]
-    assert band_of.tolist() == [-1, -1, 0, -1, -1, -1, 1, -1, 2]
+                      ("highpass", 0), ("lowpass", 1), ("lowpass", 1), ("allpass", 1))
+    assert src.tolist() == [-1, 0, 1, -1, 3, 4, 5, 4]
+    assert band_of.tolist() == [-1, -1, 0, -1, -1, -1, 1, 2]
+    assert split_op.stage_levels(3).tolist() == [0, 1, 2, 0, 1, 2, 3, 2]
+
+
+@pytest.mark.parametrize("n_bands", [2, 3, 4, 6])
+def test_last_band_is_the_high_pass_pair(n_bands):
+    # LP^2 + HP^2 = AP for the Linkwitz-Riley sections: the difference band of the fused split
+    # is the high-pass pair of the separate passes (float64, any band count)
+    from dynfx.crossover import allpass2, lr4_highpass, lr4_lowpass
+    fs = 44100
+    g = torch.Generator().manual_seed(n_bands)
+    x = torch.randn(2, 1, 4000, generator=g, dtype=torch.float64)
+    f = _freqs(n_bands, 2, fs, seed=n_bands)[-1].detach()
+    torch.testing.assert_close(allpass2(x, f, fs) - lr4_lowpass(x, f, fs),
+                               lr4_highpass(x, f, fs), rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("n_bands", range(2, split_op.FUSED_MAX_BANDS + 1))
@@ -48,14 +61,19 @@ def test_fused_equals_separate_passes(n_bands, steps):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * (1 + b.abs().max().item()))
 
 
-@pytest.mark.parametrize("n_bands", [2, 3])
-def test_gradcheck_across_chunk_boundaries(monkeypatch, n_bands):
+@pytest.mark.parametrize("pair", [False, True])
+@pytest.mark.parametrize("n_bands", [2, 3, 4])
+def test_gradcheck_across_chunk_boundaries(monkeypatch, n_bands, pair):
+    # one row per task, or two interleaved (where the stages fit one register; 3 rows: the
+    # last runs alone)
     monkeypatch.setattr(split_op, "CHUNK", 7)  # 40 samples: six chunk boundaries, a partial one
+    monkeypatch.setattr(split_op, "_pair_rows",
+                        lambda rows, n: pair and split_op._registers(n) == 1)
     g = torch.Generator().manual_seed(n_bands)
-    x = torch.randn(2, 2, 40, generator=g, dtype=torch.float64, requires_grad=True)
-    freqs = [torch.tensor([400.0 * 3**i, 500.0 * 3**i], dtype=torch.float64)
+    x = torch.randn(3, 1, 40, generator=g, dtype=torch.float64, requires_grad=True)
+    freqs = [torch.tensor([400.0 * 3**i, 500.0 * 3**i, 450.0 * 3**i], dtype=torch.float64)
              for i in range(n_bands - 1)]  # poles well inside the unit circle
-    coef = split_coeffs(freqs, 8000)
+    coef = split_coeffs(freqs, 16000)
     # perturbed off the Butterworth relations: every coefficient's gradient on its own
     coef = coef * (1 + 0.02 * torch.randn(coef.shape, generator=g, dtype=torch.float64))
     assert torch.autograd.gradcheck(lambda a, c: split_op.fused_split(a, c, n_bands),
@@ -86,8 +104,8 @@ def test_more_bands_than_fused_use_the_separate_passes():
 
 
 def test_bad_shapes_are_refused():
-    with pytest.raises(ValueError, match=r"coef \(2, 4, 5\)"):
-        split_op.fused_split(torch.zeros(2, 1, 10), torch.zeros(2, 3, 5, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match=r"coef \(2, 3, 5\)"):
+        split_op.fused_split(torch.zeros(2, 1, 10), torch.zeros(2, 4, 5, dtype=torch.float64), 2)
 
 
 def test_kernel_source_is_cached_on_disk_or_compiled_in_memory(monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ PyTorch operations elsewhere).
 - :mod:`.transient`: the transient shaper, detector to output, fused on CPU
 - :mod:`.gain_match`: the gain-matching loss of refinement, loss and gradient in one pass
 - :mod:`.checks`: the input check (non-finite or overflowing samples) in one pass
-- :mod:`.simd`: four float64 lanes as one value in numba kernels (LLVM vector intrinsics)
+- :mod:`.simd`: eight float64 lanes as one value in numba kernels (LLVM vector intrinsics)
 - :mod:`.memory`: signal-sized buffers on huge pages, and a pool for intermediate arrays
 """
 

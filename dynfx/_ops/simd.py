@@ -1,10 +1,10 @@
-"""Four float64 lanes as one value in numba kernels: LLVM's ``<4 x double>``, which AVX2 keeps in
-one register, with the handful of operations the fused kernels need.
+"""Eight float64 lanes as one value in numba kernels: LLVM's ``<8 x double>``, which AVX-512
+keeps in one register, with the handful of operations the fused kernels need.
 
 numba has no SIMD type of its own and its auto-vectoriser does not reliably pack independent
-recursions (such as the biquads of several crossover bands) into vector registers; these
-intrinsics let generated kernel code say exactly what runs in one register. On machines without
-256-bit vectors LLVM splits the operations into narrower ones (same results, less speed).
+recursions (such as the biquads of a crossover split) into vector registers; these intrinsics
+let generated kernel code say exactly what runs in one register. On machines without 512-bit
+vectors LLVM splits each operation into narrower ones (same results, less speed).
 
 All loads and stores take a C-contiguous float64 array and a *flat* element index (the caller
 computes it), so arrays of any rank work and no views are made inside hot loops.
@@ -17,25 +17,26 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic, models, register_model
 
-__all__ = ["vec4", "vzero", "vsplat", "vset", "vload", "vstore", "vget", "vsum", "vfma", "vfnma",
-           "vmul", "vadd", "vsub", "vflush"]
+__all__ = ["LANES", "vec", "vzero", "vsplat", "vset", "vload", "vstore", "vget", "vfma", "vfnma",
+           "vmul", "vadd", "vsub", "vflush", "vshuffle"]
 
-_LL = ir.VectorType(ir.DoubleType(), 4)
+LANES = 8
+_LL = ir.VectorType(ir.DoubleType(), LANES)
 _I32 = ir.IntType(32)
 
 
-class Vec4Type(types.Type):
-    """Four float64 lanes (LLVM ``<4 x double>``)."""
+class VecType(types.Type):
+    """:data:`LANES` float64 lanes (LLVM ``<8 x double>``)."""
 
     def __init__(self):
-        super().__init__(name="Vec4")
+        super().__init__(name=f"Vec{LANES}")
 
 
-vec4 = Vec4Type()
+vec = VecType()
 
 
-@register_model(Vec4Type)
-class _Vec4Model(models.PrimitiveModel):
+@register_model(VecType)
+class _VecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         super().__init__(dmm, fe_type, _LL)
 
@@ -43,7 +44,7 @@ class _Vec4Model(models.PrimitiveModel):
 def _splat(builder, value):
     one = builder.insert_element(ir.Constant(_LL, ir.Undefined), value, ir.Constant(_I32, 0))
     return builder.shuffle_vector(one, ir.Constant(_LL, ir.Undefined),
-                                  ir.Constant(ir.VectorType(_I32, 4), [0, 0, 0, 0]))
+                                  ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
 
 
 def _call(builder, name, args):
@@ -66,8 +67,8 @@ def _check_array(arr):
 def vzero(typingctx):
     """All lanes 0."""
     def codegen(context, builder, sig, args):
-        return ir.Constant(_LL, [0.0] * 4)
-    return vec4(), codegen
+        return ir.Constant(_LL, [0.0] * LANES)
+    return vec(), codegen
 
 
 @intrinsic
@@ -76,41 +77,41 @@ def vsplat(typingctx, x):
     def codegen(context, builder, sig, args):
         value = context.cast(builder, args[0], sig.args[0], types.float64)
         return _splat(builder, value)
-    return vec4(x), codegen
+    return vec(x), codegen
 
 
 @intrinsic
-def vset(typingctx, a, b, c, d):
-    """The lanes ``(a, b, c, d)`` (floats)."""
+def vset(typingctx, a0, a1, a2, a3, a4, a5, a6, a7):
+    """The lanes ``(a0, ..., a7)`` (floats)."""
     def codegen(context, builder, sig, args):
         v = ir.Constant(_LL, ir.Undefined)
         for lane, (value, ty) in enumerate(zip(args, sig.args)):
             value = context.cast(builder, value, ty, types.float64)
             v = builder.insert_element(v, value, ir.Constant(_I32, lane))
         return v
-    return vec4(a, b, c, d), codegen
+    return vec(a0, a1, a2, a3, a4, a5, a6, a7), codegen
 
 
 @intrinsic
 def vload(typingctx, arr, index):
-    """``arr.flat[index:index + 4]`` (C-contiguous float64 ``arr``)."""
+    """``arr.flat[index:index + LANES]`` (C-contiguous float64 ``arr``)."""
     _check_array(arr)
 
     def codegen(context, builder, sig, args):
         return builder.load(_lane_ptr(context, builder, sig.args[0], args[0], args[1]), align=8)
-    return vec4(arr, types.intp), codegen
+    return vec(arr, types.intp), codegen
 
 
 @intrinsic
 def vstore(typingctx, arr, index, v):
-    """``arr.flat[index:index + 4] = v``."""
+    """``arr.flat[index:index + LANES] = v``."""
     _check_array(arr)
 
     def codegen(context, builder, sig, args):
         builder.store(args[2], _lane_ptr(context, builder, sig.args[0], args[0], args[1]),
                       align=8)
         return context.get_dummy_value()
-    return types.none(arr, types.intp, vec4), codegen
+    return types.none(arr, types.intp, vec), codegen
 
 
 @intrinsic
@@ -118,32 +119,23 @@ def vget(typingctx, v, lane):
     """Lane ``lane`` of ``v``, a float."""
     def codegen(context, builder, sig, args):
         return builder.extract_element(args[0], builder.trunc(args[1], _I32))
-    return types.float64(vec4, types.intp), codegen
-
-
-@intrinsic
-def vsum(typingctx, v):
-    """The sum of the four lanes, ``(v0 + v1) + (v2 + v3)``."""
-    def codegen(context, builder, sig, args):
-        e = [builder.extract_element(args[0], ir.Constant(_I32, k)) for k in range(4)]
-        return builder.fadd(builder.fadd(e[0], e[1]), builder.fadd(e[2], e[3]))
-    return types.float64(vec4), codegen
+    return types.float64(vec, types.intp), codegen
 
 
 @intrinsic
 def vfma(typingctx, a, b, c):
     """``a * b + c`` with one rounding, lane by lane."""
     def codegen(context, builder, sig, args):
-        return _call(builder, "llvm.fma.v4f64", list(args))
-    return vec4(vec4, vec4, vec4), codegen
+        return _call(builder, f"llvm.fma.v{LANES}f64", list(args))
+    return vec(vec, vec, vec), codegen
 
 
 @intrinsic
 def vfnma(typingctx, a, b, c):
     """``c - a * b`` with one rounding, lane by lane."""
     def codegen(context, builder, sig, args):
-        return _call(builder, "llvm.fma.v4f64", [builder.fneg(args[0]), args[1], args[2]])
-    return vec4(vec4, vec4, vec4), codegen
+        return _call(builder, f"llvm.fma.v{LANES}f64", [builder.fneg(args[0]), args[1], args[2]])
+    return vec(vec, vec, vec), codegen
 
 
 @intrinsic
@@ -151,7 +143,7 @@ def vmul(typingctx, a, b):
     """``a * b`` lane by lane."""
     def codegen(context, builder, sig, args):
         return builder.fmul(*args)
-    return vec4(vec4, vec4), codegen
+    return vec(vec, vec), codegen
 
 
 @intrinsic
@@ -159,7 +151,7 @@ def vadd(typingctx, a, b):
     """``a + b`` lane by lane."""
     def codegen(context, builder, sig, args):
         return builder.fadd(*args)
-    return vec4(vec4, vec4), codegen
+    return vec(vec, vec), codegen
 
 
 @intrinsic
@@ -167,14 +159,32 @@ def vsub(typingctx, a, b):
     """``a - b`` lane by lane."""
     def codegen(context, builder, sig, args):
         return builder.fsub(*args)
-    return vec4(vec4, vec4), codegen
+    return vec(vec, vec), codegen
 
 
 @intrinsic
 def vflush(typingctx, v, tiny):
     """Lanes with ``|v| < tiny`` become 0 (NaN stays NaN)."""
     def codegen(context, builder, sig, args):
-        small = builder.fcmp_ordered("<", _call(builder, "llvm.fabs.v4f64", [args[0]]),
+        small = builder.fcmp_ordered("<", _call(builder, f"llvm.fabs.v{LANES}f64", [args[0]]),
                                      _splat(builder, args[1]))
-        return builder.select(small, ir.Constant(_LL, [0.0] * 4), args[0])
-    return vec4(vec4, types.float64), codegen
+        return builder.select(small, ir.Constant(_LL, [0.0] * LANES), args[0])
+    return vec(vec, types.float64), codegen
+
+
+@intrinsic(prefer_literal=True)
+def vshuffle(typingctx, a, b, mask):
+    """Lane ``i`` of the result is lane ``m[i]`` of the concatenation ``(a, b)`` (``m[i] <
+    2 LANES``), where ``mask`` is the string literal ``"m0,m1,...,m7"``: one permute instruction
+    where the target has it."""
+    if not isinstance(mask, types.StringLiteral):
+        return None
+    index = [int(m) for m in mask.literal_value.split(",")]
+    if len(index) != LANES or not all(0 <= m < 2 * LANES for m in index):
+        raise ValueError(f"vshuffle: the mask needs {LANES} lane indices in [0, {2 * LANES}), "
+                         f"got {mask.literal_value!r}")
+
+    def codegen(context, builder, sig, args):
+        return builder.shuffle_vector(args[0], args[1],
+                                      ir.Constant(ir.VectorType(_I32, LANES), index))
+    return vec(vec, vec, mask), codegen

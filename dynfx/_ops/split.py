@@ -2,28 +2,40 @@
 
 A split is a directed tree of biquad *stages* (direct form I, ``a0 = 1``, zero initial state):
 stage ``k`` filters the input (``src[k] = -1``) or the output of an earlier stage
-``src[k] < k``, and some stages are band outputs (``band_of[k] >= 0``)
-(:func:`split_topology`). The kernels run it as :data:`LANES` parallel chains, one band per
-lane of a 4 x float64 vector register (:func:`lane_layout`, :mod:`dynfx._ops.simd`): every
-sample of a row goes through the chains' depths one vector operation at a time, with all states
-in registers, and the bands are written as (B, N, C, T), ready to be processed as B x N rows by
-the band op without a copy. A stage shared by several bands runs in each of their lanes; its
-coefficient gradient is the sum over them.
+``src[k] < k``, and some stages are band outputs (:func:`split_topology`). The last band is a
+difference: the allpass at the last crossover of what the lower high-passes left, minus band
+``N - 2`` (its low-pass pair). For the Linkwitz-Riley sections of
+:func:`dynfx.crossover.split_coeffs` the low-pass pair plus the high-pass pair *is* that allpass,
+so the difference is the high-pass pair's output, computed with one stage instead of two.
+
+**Skewed lanes.** Every stage is one lane of :data:`~dynfx._ops.simd.LANES`-wide float64 vector
+registers (:mod:`dynfx._ops.simd`; 3 bands: 8 stages, one register). A stage at tree depth
+``L`` (its *level*) runs ``L`` samples late: at step ``s`` it takes sample ``s - L``, whose
+input its source stage (level ``L - 1``) produced at step ``s - 1``. So one step is one
+permute of the previous step's outputs (the new input of every lane, the audio sample for the
+first level) and one vector biquad update of all stages at once, with no dependency inside a
+step; the bands are read off their lanes ``L`` samples late, and the run takes ``T + max L``
+steps. (The earlier kernel ran one band per lane with the stages of a band in sequence: four
+vector biquads a sample for 3 bands, twice the arithmetic.) The bands are written as
+(B, N, C, T), ready to be processed as B x N rows by the band op without a copy.
 
 Backward: the adjoint of a biquad with coefficients ``(b0, b1, b2, a1, a2)`` is the same biquad
-run backward in time: ``v[n] = g[n] - a1 v[n+1] - a2 v[n+2]`` and its input gradient
-``b0 v[n] + b1 v[n+1] + b2 v[n+2]``; ``d/db_j = sum_n v[n] u[n-j]``, ``d/da_j = -sum_n v[n]
-y[n-j]`` (u the stage's input, y its output). The stage outputs are not stored: the forward
-pass keeps the two most recent outputs of every depth at the start of every chunk of
-:data:`CHUNK` samples; the backward pass, one chunk at a time (last chunk first), runs the
-adjoint recursion back through the chunk (it needs no signal values), then recomputes the stage
-outputs forward from the stored states and accumulates the coefficient gradients from them as
-they are made. Memory: the bands, plus ``8 D T / CHUNK`` float64 values per row (``D`` the depth
-of :func:`lane_layout`).
+run backward in time: ``v[s] = E[s] - a1 v[s+1] - a2 v[s+2]``, where ``E`` is the gradient of
+the stage's output (from the band it feeds, and ``e[s + 1]`` of the stages it feeds), and the
+gradient of its input ``e[s] = b0 v[s] + b1 v[s+1] + b2 v[s+2]``; ``d/db_j = sum_s v[s]
+u[s-j]``, ``d/da_j = -sum_s v[s] y[s-j]`` (u the stage's input, y its output). In the skewed
+steps the reverse pass is again one transposed permute (a sum where a stage feeds two) and one
+vector update per step. The stage outputs are not stored: the forward pass keeps the two most
+recent outputs and inputs of every lane at the start of every chunk of :data:`CHUNK` steps; the
+backward pass, one chunk at a time (last chunk first), runs the adjoint back through the chunk
+(it needs no signal values), then recomputes the stage outputs forward from the stored states
+and accumulates the coefficient gradients from them as they are made. Memory: the bands, plus
+``32 V (T + max L) / CHUNK`` float64 values per row (``V`` registers of stages).
 
 The recursion, the states and the accumulators are float64 whatever the signal's dtype (the
-reason is in :mod:`dynfx._ops.biquad`). One row (batch item and channel) per parallel task; the
-channels of an item share its coefficients.
+reason is in :mod:`dynfx._ops.biquad`). One row (batch item and channel) per parallel task, or
+two interleaved (independent instructions to fill the time one step's latency leaves) where
+there are enough rows for every thread and the stages fit one register.
 """
 
 from __future__ import annotations
@@ -42,8 +54,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .memory import scratch, scratch_like
+from .simd import LANES
 
-__all__ = ["split_topology", "lane_layout", "fused_split", "CHUNK", "FUSED_MAX_BANDS", "LANES"]
+__all__ = ["split_topology", "stage_levels", "fused_split", "CHUNK", "FUSED_MAX_BANDS", "LANES"]
 
 CHUNK = 256
 # States and adjoints below TINY are flushed to 0 at every chunk start: a state decaying through
@@ -53,10 +66,8 @@ CHUNK = 256
 # sample: from TINY it needs over 400 samples (more than a chunk) to reach the subnormal range
 # (2.2e-308), and the flush catches it first.
 TINY = 1e-150
-LANES = 4  # float64 lanes of one AVX2 register: one band per lane
-IDENTITY = -1  # lane_layout: the band passes through
-UNUSED = -2  # lane_layout: no band in this lane
-FUSED_MAX_BANDS = LANES
+FUSED_MAX_BANDS = 4
+_STATES = 4  # vectors kept per register of stages at a chunk start: y[s-1], y[s-2], u[s-1], u[s-2]
 
 
 @lru_cache(maxsize=None)
@@ -67,7 +78,8 @@ def split_topology(num_bands: int) -> tuple[tuple[tuple[str, int], ...], np.ndar
     (``"lowpass"``, ``"highpass"``, ``"allpass"``) at crossover ``i``; ``src[k]`` the stage it
     filters (``-1``: the input); ``band_of[k]`` the band it outputs (``-1``: none). Band ``i < N -
     1`` is ``AP_{N-2} ... AP_{i+1} LP_i LP_i`` of what the lower crossovers' high-passes left; the
-    last band is the last high-pass pair's output (:func:`dynfx.crossover.split_bands`).
+    last band is ``AP_{N-2}`` of that, minus band ``N - 2`` (the high-pass pair
+    ``HP_{N-2} HP_{N-2}`` of :func:`dynfx.crossover.split_bands`, for Linkwitz-Riley sections).
     """
     stages: list[tuple[str, int]] = []
     src: list[int] = []
@@ -85,163 +97,337 @@ def split_topology(num_bands: int) -> tuple[tuple[tuple[str, int], ...], np.ndar
         for j in range(i + 1, num_bands - 1):
             low = add("allpass", j, low)
         band_of[low] = i
-        rest = add("highpass", i, add("highpass", i, rest))
-    band_of[rest] = num_bands - 1
+        if i < num_bands - 2:
+            rest = add("highpass", i, add("highpass", i, rest))
+    band_of[add("allpass", num_bands - 2, rest)] = num_bands - 1
     return tuple(stages), np.asarray(src, dtype=np.int64), np.asarray(band_of, dtype=np.int64)
 
 
-def lane_layout(num_bands: int) -> np.ndarray:
-    """The split as :data:`LANES` parallel chains, one per band: a (depth, LANES) table of stage
-    indices, ``IDENTITY`` where a chain is shorter than the longest (its band passes through),
-    ``UNUSED`` in the lanes of no band (zero coefficients).
-
-    Band ``i``'s chain is every stage on its path from the input, so a stage shared by several
-    bands (the high-passes before a later crossover) runs once in each of their lanes: more
-    arithmetic than the tree, but every step of every lane is the same operation on one vector
-    register, and no lane waits for another.
-    """
-    _, src, band_of = split_topology(num_bands)
-    chains = []
-    for band in range(num_bands):
-        k = int(np.flatnonzero(band_of == band)[0])
-        chain = []
-        while k >= 0:
-            chain.append(k)
-            k = int(src[k])
-        chains.append(chain[::-1])
-    depth = max(len(chain) for chain in chains)
-    table = np.full((depth, LANES), UNUSED, dtype=np.int64)
-    for lane, chain in enumerate(chains):
-        table[:, lane] = chain + [IDENTITY] * (depth - len(chain))
-    return table
+def stage_levels(num_bands: int) -> np.ndarray:
+    """Each stage's depth in the tree (0: it filters the input): the samples it runs late."""
+    _, src, _ = split_topology(num_bands)
+    level = np.zeros(len(src), dtype=np.int64)
+    for k, s in enumerate(src):
+        level[k] = 0 if s < 0 else level[s] + 1
+    return level
 
 
-def _coef_lines(depth: int, indent: str) -> list[str]:
-    return [indent + "; ".join(f"c{d}_{i} = vload(coef, ((b * {depth} + {d}) * 5 + {i}) * 4)"
-                               for i in range(5)) for d in range(depth)]
+def _registers(num_bands: int) -> int:
+    return -(-len(split_topology(num_bands)[0]) // LANES)
 
 
-def _stage_input(d: int) -> tuple[str, str, str]:
-    """The names of depth ``d``'s input now and at the two previous samples: the input ``x``
-    for the first depth, the depth above (its new output and its two previous ones) after."""
-    return ("x0", "x1", "x2") if d == 0 else (f"t_{d - 1}", f"h0_{d - 1}", f"h1_{d - 1}")
+def _lag(num_bands: int) -> int:
+    """Steps beyond the signal's length: the deepest band's level."""
+    _, _, band_of = split_topology(num_bands)
+    return int(stage_levels(num_bands)[band_of >= 0].max())
 
 
-def _step_lines(depth: int, indent: str) -> list[str]:
-    """One sample through every depth: ``t_d`` from the input ``(u0, u1, u2)`` (the depth above,
-    now and at the two previous samples) and the depth's own two previous outputs ``(h0, h1)``.
-    The terms are grouped so that the new input enters last: the path from one depth to the next
-    within a sample is one multiply-add (the recursion through ``h0`` is two)."""
-    lines = []
-    for d in range(depth):
-        u0, u1, u2 = _stage_input(d)
-        lines.append(indent + f"t_{d} = vfma(c{d}_0, {u0}, vfnma(c{d}_3, h0_{d}, vfma(c{d}_1, {u1}, "
-                              f"vfnma(c{d}_4, h1_{d}, vmul(c{d}_2, {u2})))))")
-    return lines
+# ---------------------------------------------------------------------------------------------
+# Code generation. Stage k is lane k % LANES of register k // LANES; the names of a register's
+# values carry its index and the row's suffix ("a", or "b" for the second interleaved row).
+
+def _gather(picks: list, names: dict, zero: str) -> str:
+    """An expression whose lane ``l`` is ``picks[l]``: a ``(source, lane)`` pair (``source`` a
+    key of ``names``: a register or the audio sample) or ``None`` (0, from the register named
+    ``zero``), in one :func:`vshuffle` of two operands or two of three."""
+    picks = [(zero, 0) if p is None else p for p in picks]
+    used = list(dict.fromkeys(source for source, _ in picks))
+    if used == [zero]:
+        return zero
+    if len(used) == 1:
+        used.append(used[0])
+    if len(used) > 3:
+        raise ValueError("a register draws from at most three sources")
+
+    def name(key):
+        return names.get(key, key)
+
+    operand = {used[0]: 0, used[1]: 1}
+    inner = ",".join(str(operand[s] * LANES + lane) if s in operand else str(i)
+                     for i, (s, lane) in enumerate(picks))
+    expr = f'vshuffle({name(used[0])}, {name(used[1])}, "{inner}")'
+    if len(used) == 3:  # the third operand's lanes over the first two's
+        outer = ",".join(str(LANES + lane) if s == used[2] else str(i)
+                         for i, (s, lane) in enumerate(picks))
+        expr = f'vshuffle({expr}, {name(used[2])}, "{outer}")'
+    return expr
 
 
-def _shift_lines(depth: int, indent: str) -> list[str]:
-    return [indent + "; ".join(f"h1_{d} = h0_{d}; h0_{d} = t_{d}" for d in range(depth)),
-            indent + "x2 = x1; x1 = x0"]
+class _Gen:
+    """The pieces of both kernels for one band count."""
+
+    def __init__(self, num_bands: int):
+        _, src, band_of = split_topology(num_bands)
+        self.n = num_bands
+        self.src = [int(s) for s in src]
+        self.band_of = [int(b) for b in band_of]
+        self.level = [int(v) for v in stage_levels(num_bands)]
+        self.regs = _registers(num_bands)
+        self.stages = len(self.src)
+        self.lag = _lag(num_bands)
+        self.band_stage = {b: k for k, b in enumerate(self.band_of) if b >= 0}
+        self.children = [[j for j, s in enumerate(self.src) if s == k] for k in range(self.stages)]
+
+    def lanes_of(self, i: int) -> range:
+        return range(i * LANES, (i + 1) * LANES)
+
+    # -- shared pieces --------------------------------------------------------------------
+    def coef_lines(self, p: str, row_b: str, indent: str) -> list[str]:
+        return [indent + "; ".join(f"c{j}_{i}{p} = vload(coef, (({row_b} * {self.regs} + {i}) * 5 "
+                                   f"+ {j}) * {LANES})" for j in range(5))
+                for i in range(self.regs)]
+
+    def input_lines(self, p: str, indent: str) -> list[str]:
+        """``u0_i``: each lane's new input, its source's output of the previous step
+        (``h0``) or the audio sample; a lane of no stage feeds itself (it stays 0)."""
+        names = {("h", i): f"h0_{i}{p}" for i in range(self.regs)}
+        names["x"] = f"xs{p}"
+        lines = []
+        for i in range(self.regs):
+            picks = []
+            for k in self.lanes_of(i):
+                if k >= self.stages:
+                    picks.append((("h", i), k % LANES))
+                elif self.src[k] < 0:
+                    picks.append(("x", 0))
+                else:
+                    picks.append((("h", self.src[k] // LANES), self.src[k] % LANES))
+            lines.append(indent + f"u0_{i}{p} = " + _gather(picks, names, "zv"))
+        return lines
+
+    def step_lines(self, p: str, indent: str) -> list[str]:
+        """The biquad update of every register; the new input enters last."""
+        return [indent + f"t_{i}{p} = vfma(c0_{i}{p}, u0_{i}{p}, vfnma(c3_{i}{p}, h0_{i}{p}, "
+                         f"vfma(c1_{i}{p}, u1_{i}{p}, vfnma(c4_{i}{p}, h1_{i}{p}, "
+                         f"vmul(c2_{i}{p}, u2_{i}{p})))))" for i in range(self.regs)]
+
+    def shift_lines(self, p: str, indent: str) -> list[str]:
+        return [indent + "; ".join(f"u2_{i}{p} = u1_{i}{p}; u1_{i}{p} = u0_{i}{p}; "
+                                   f"h1_{i}{p} = h0_{i}{p}; h0_{i}{p} = t_{i}{p}"
+                                   for i in range(self.regs))]
+
+    def state_names(self, p: str, i: int) -> list[str]:
+        return [f"h0_{i}{p}", f"h1_{i}{p}", f"u1_{i}{p}", f"u2_{i}{p}"]
+
+    @staticmethod
+    def get(reg: str, k: int, p: str) -> str:
+        """Stage ``k``'s lane of register value ``reg`` (``t``, ``h0``, ``e``) of row ``p``."""
+        return f"vget({reg}_{k // LANES}{p}, {k % LANES})"
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+        """The forward pass over the chunks of the rows ``(suffix, row index)``, interleaved."""
+        ind2, ind3 = indent + "    ", indent + "        "
+        lines = []
+        for p, row in rows:
+            lines += [indent + f"b{p} = {row} // channels; ch{p} = {row} - b{p} * channels"]
+            lines += self.coef_lines(p, f"b{p}", indent)
+            lines += [indent + "; ".join(f"{v} = zv" for i in range(self.regs)
+                                         for v in self.state_names(p, i))]
+            lines += [indent + f"xr{p} = x[b{p}, ch{p}]"]
+            lines += [indent + f"o{band}{p} = out[b{p}, {band}, ch{p}]" for band in range(self.n)]
+        lines += [indent + "for q in range(n_chunks):"]
+        for p, row in rows:
+            for i in range(self.regs):
+                names = self.state_names(p, i)
+                lines += [ind2 + "; ".join(f"{v} = vflush({v}, TINY)" for v in names)]
+                lines += [ind2 + f"base = (({row} * n_chunks + q) * {self.regs} + {i}) * "
+                                 f"{_STATES * LANES}"]
+                lines += [ind2 + "; ".join(f"vstore(states, base + {LANES * m}, {v})"
+                                           for m, v in enumerate(names))]
+        lines += [ind2 + "s0 = q * chunk",
+                  ind2 + "for s in range(s0, min(s0 + chunk, total)):"]
+        for p, _ in rows:
+            lines += [ind3 + f"xs{p} = vsplat(xr{p}[s] if s < steps else 0.0)"]
+            lines += self.input_lines(p, ind3)
+            lines += self.step_lines(p, ind3)
+        for p, _ in rows:
+            lines += self.write_lines(p, ind3)
+            lines += self.shift_lines(p, ind3)
+        return lines
+
+    def write_lines(self, p: str, indent: str) -> list[str]:
+        """The band outputs of this step: band ``b`` from its stage's lane, ``level`` samples
+        late; the last band the allpass of the previous step minus band ``N - 2``."""
+        lines = []
+        last, low = self.n - 1, self.n - 2
+        for band in range(self.n - 1):
+            k = self.band_stage[band]
+            lag = self.level[k]
+            lines += [indent + f"if s >= {lag} and s < steps + {lag}:"]
+            if band == low:
+                ap = self.band_stage[last]
+                assert self.level[ap] == lag - 1  # its output of the previous step: the sample
+                lines += [indent + f"    lo = {self.get('t', k, p)}",
+                          indent + f"    o{band}{p}[s - {lag}] = lo",
+                          indent + f"    o{last}{p}[s - {lag}] = {self.get('h0', ap, p)} - lo"]
+            else:
+                lines += [indent + f"    o{band}{p}[s - {lag}] = {self.get('t', k, p)}"]
+        return lines
+
+    # -- backward --------------------------------------------------------------------------
+    def grad_lines(self, p: str, indent: str) -> list[str]:
+        """``E_i``: the gradient of every lane's output at this step: from the bands (the last
+        band's gradient to the allpass lane, and with a minus to band ``N - 2``'s) and from the
+        stages each lane feeds (their ``e`` of the step after: a transposed permute, two where
+        a stage feeds two)."""
+        last, low = self.n - 1, self.n - 2
+        lines = []
+        for band in range(self.n):
+            k = self.band_stage[band]
+            lag = self.level[k]
+            lines += [indent + f"gb{band} = g{band}{p}[s - {lag}] if s >= {lag} and "
+                               f"s < steps + {lag} else 0.0"]
+        contrib = {}
+        for band in range(self.n):
+            contrib.setdefault(self.band_stage[band], []).append(f"gb{band}")
+        k_low = self.band_stage[low]
+        gl = f"gb{low} - gb{last}_"
+        lines += [indent + f"gb{last}_ = g{last}{p}[s - {self.level[k_low]}] if s >= "
+                           f"{self.level[k_low]} and s < steps + {self.level[k_low]} else 0.0"]
+        names = {("e", i): f"ep_{i}{p}" for i in range(self.regs)}
+        for i in range(self.regs):
+            vals = []
+            for k in self.lanes_of(i):
+                if k == k_low:
+                    vals.append(gl)
+                elif k < self.stages and k in contrib:
+                    vals.append(" + ".join(contrib[k]))
+                else:
+                    vals.append("0.0")
+            expr = f"vset({', '.join(vals)})" if any(v != "0.0" for v in vals) else "zv"
+            for order in range(2):
+                picks = []
+                for k in self.lanes_of(i):
+                    kids = self.children[k] if k < self.stages else []
+                    picks.append((("e", kids[order] // LANES), kids[order] % LANES)
+                                 if len(kids) > order else None)
+                if any(pk is not None for pk in picks):
+                    expr = f"vadd({expr}, {_gather(picks, names, 'zv')})"
+            lines += [indent + f"E_{i}{p} = {expr}"]
+        return lines
+
+    def adjoint_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+        """One reverse step for every row: the adjoint into the chunk buffer ``vb{p}``, the
+        audio's gradient from the first level's lanes."""
+        lines = []
+        for p, _ in rows:
+            lines += self.grad_lines(p, indent)
+            for i in range(self.regs):
+                lines += [indent + f"v_{i}{p} = vsub(E_{i}{p}, vfma(c3_{i}{p}, w0_{i}{p}, "
+                                   f"vmul(c4_{i}{p}, w1_{i}{p})))",
+                          indent + f"e_{i}{p} = vfma(c0_{i}{p}, v_{i}{p}, vfma(c1_{i}{p}, "
+                                   f"w0_{i}{p}, vmul(c2_{i}{p}, w1_{i}{p})))",
+                          indent + f"vstore(vb{p}, ((s - s0) * {self.regs} + {i}) * {LANES}, "
+                                   f"v_{i}{p})"]
+            firsts = [k for k in range(self.stages) if self.src[k] < 0]
+            lines += [indent + "if s < steps:",
+                      indent + f"    gxr{p}[s] = " + " + ".join(self.get("e", k, p)
+                                                              for k in firsts)]
+            lines += [indent + "; ".join(f"w1_{i}{p} = w0_{i}{p}; w0_{i}{p} = v_{i}{p}; "
+                                         f"ep_{i}{p} = e_{i}{p}" for i in range(self.regs))]
+        return lines
+
+    def recompute_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+        """One forward step of the recomputation for every row, the coefficient gradients
+        accumulated from its registers."""
+        lines = []
+        for p, _ in rows:
+            lines += [indent + f"xs{p} = vsplat(xr{p}[s] if s < steps else 0.0)"]
+            lines += self.input_lines(p, indent)
+            lines += self.step_lines(p, indent)
+            for i in range(self.regs):
+                q = f"_{i}{p}"
+                lines += [indent + f"v = vload(vb{p}, ((s - s0) * {self.regs} + {i}) * {LANES})",
+                          indent + f"k0{q} = vfma(v, u0{q}, k0{q}); k1{q} = vfma(v, u1{q}, k1{q}); "
+                                   f"k2{q} = vfma(v, u2{q}, k2{q})",
+                          indent + f"k3{q} = vfnma(v, h0{q}, k3{q}); "
+                                   f"k4{q} = vfnma(v, h1{q}, k4{q})"]
+            lines += self.shift_lines(p, indent)
+        return lines
+
+    def backward_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+        """The backward pass over the chunks of the rows, last chunk first, interleaved."""
+        ind2, ind3 = indent + "    ", indent + "        "
+        lines = []
+        for p, row in rows:
+            lines += [indent + f"b{p} = {row} // channels; ch{p} = {row} - b{p} * channels"]
+            lines += self.coef_lines(p, f"b{p}", indent)
+            lines += [indent + "; ".join(f"w0_{i}{p} = zv; w1_{i}{p} = zv; ep_{i}{p} = zv"
+                                         for i in range(self.regs))]
+            lines += [indent + f"xr{p} = x[b{p}, ch{p}]; gxr{p} = gx[b{p}, ch{p}]"]
+            lines += [indent + f"g{band}{p} = gout[b{p}, {band}, ch{p}]" for band in range(self.n)]
+            lines += [indent + f"vb{p} = np.empty(chunk * {self.regs * LANES})"]
+        lines += [indent + "for qq in range(n_chunks):",
+                  ind2 + "q = n_chunks - 1 - qq",
+                  ind2 + "s0 = q * chunk"]
+        for p, _ in rows:
+            lines += [ind2 + "; ".join(f"{v}_{i}{p} = vflush({v}_{i}{p}, TINY)"
+                                       for i in range(self.regs) for v in ("w0", "w1", "ep"))]
+        lines += [ind2 + "for s in range(min(s0 + chunk, total) - 1, s0 - 1, -1):"]
+        lines += self.adjoint_rows(rows, ind3)
+        for p, row in rows:
+            for i in range(self.regs):
+                lines += [ind2 + f"base = (({row} * n_chunks + q) * {self.regs} + {i}) * "
+                                 f"{_STATES * LANES}"]
+                lines += [ind2 + "; ".join(f"{v} = vload(states, base + {LANES * m})"
+                                           for m, v in enumerate(self.state_names(p, i)))]
+            lines += [ind2 + "; ".join(f"k{j}_{i}{p} = zv" for i in range(self.regs)
+                                       for j in range(5))]
+        lines += [ind2 + "for s in range(s0, min(s0 + chunk, total)):"]
+        lines += self.recompute_rows(rows, ind3)
+        for p, row in rows:
+            lines += [ind2 + f"k = (({row} * {self.regs} + {i}) * 5 + {j}) * {LANES}; "
+                             f"vstore(gcoef, k, vadd(vload(gcoef, k), k{j}_{i}{p}))"
+                      for i in range(self.regs) for j in range(5)]
+        return lines
 
 
 _HEADER = [
     "    batch, channels, steps = x.shape",
-    "    n_chunks = (steps + chunk - 1) // chunk",
-    "    for r in numba.prange(batch * channels):",
-    "        b = r // channels",
-    "        c = r - b * channels",
+    "    rows = batch * channels",
+    "    zv = vzero()",
+    "    n_chunks = (total + chunk - 1) // chunk",
+    "    tasks = (rows + 1) // 2 if pair else rows",
+    "    for t in numba.prange(tasks):",
+    "        task = np.int64(t)  # the parallel index may be unsigned: keep the arithmetic signed",
 ]
 
 
-def _forward_source(num_bands: int) -> str:
-    """The forward kernel: per row, every sample through the depths of :func:`lane_layout`,
-    states flushed and stored at the start of every chunk."""
-    depth = lane_layout(num_bands).shape[0]
-    lines = [
-        "def forward(x, coef, chunk, out, states):",
-        *_HEADER,
-        *_coef_lines(depth, "        "),
-        "        x1 = vzero(); x2 = x1",
-        "        " + "; ".join(f"h0_{d} = x1; h1_{d} = x1" for d in range(depth)),
-        "        for q in range(n_chunks):",
-        f"            base = (r * n_chunks + q) * {depth * 8}",
-        *(f"            h0_{d} = vflush(h0_{d}, TINY); h1_{d} = vflush(h1_{d}, TINY); "
-          f"vstore(states, base + {8 * d}, h0_{d}); vstore(states, base + {8 * d + 4}, h1_{d})"
-          for d in range(depth)),
-        "            n0 = q * chunk",
-        "            m = min(chunk, steps - n0)",
-        # one-dimensional views of the chunk, indexed from 0: no negative-index handling
-        "            xr = x[b, c, n0:n0 + m]",
-        *(f"            o{band} = out[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
-        "            for j in range(m):",
-        "                x0 = vsplat(xr[j])",
-        *_step_lines(depth, "                "),
-        *(f"                o{band}[j] = vget(t_{depth - 1}, {band})"
-          for band in range(num_bands)),
-        *_shift_lines(depth, "                "),
-    ]
+def _kernel_source(gen: _Gen, name: str, signature: str, method) -> str:
+    """A kernel whose task is one row, or two interleaved (``pair``) where the registers allow;
+    an odd last row runs alone."""
+    lines = [f"def {name}({signature}):", *_HEADER]
+    if gen.regs == 1:
+        lines += ["        if pair and 2 * task + 1 < rows:",
+                  "            ra = 2 * task; rb = ra + 1",
+                  *method([("a", "ra"), ("b", "rb")], "            "),
+                  "        else:",
+                  "            ra = 2 * task if pair else task",
+                  *method([("a", "ra")], "            ")]
+    else:
+        lines += ["        ra = task", *method([("a", "ra")], "        ")]
     return "\n".join(lines) + "\n"
+
+
+def _forward_source(num_bands: int) -> str:
+    """The forward kernel: every step, the permuted inputs and one biquad update per register;
+    the bands read off their lanes; states flushed and stored at the start of every chunk."""
+    gen = _Gen(num_bands)
+    return _kernel_source(gen, "forward", "x, coef, chunk, total, pair, out, states",
+                          gen.forward_rows)
 
 
 def _backward_source(num_bands: int) -> str:
-    """The backward kernel: per chunk (last first) run the adjoint back through the chunk (it
-    depends on the coefficients and the gradients alone) into ``vb``, then recompute every
-    depth's outputs forward from the stored states and accumulate the coefficient gradients from
-    the registers of that recomputation (chunk-local accumulators, added to ``gcoef``, which the
+    """The backward kernel: per chunk (last first) the adjoint back through the chunk into
+    ``vb`` (it depends on the coefficients and the gradients alone), then every stage's outputs
+    recomputed forward from the stored states, the coefficient gradients accumulated from the
+    registers of that recomputation (chunk-local accumulators, added to ``gcoef``, which the
     caller zeroes): no buffer of recomputed outputs."""
-    depth = lane_layout(num_bands).shape[0]
-    grads = [f"g{band}[j]" if band < num_bands else "0.0" for band in range(LANES)]
-    lines = [
-        "def backward(gout, x, coef, chunk, states, gx, gcoef):",
-        *_HEADER,
-        *_coef_lines(depth, "        "),
-        f"        vb = np.empty(chunk * {depth * 4})",
-        "        z = vzero()",
-        "        " + "; ".join(f"w0_{d} = z; w1_{d} = z" for d in range(depth)),
-        "        for qq in range(n_chunks):",
-        "            q = n_chunks - 1 - qq",
-        "            n0 = q * chunk",
-        "            m = min(chunk, steps - n0)",
-        "            " + "; ".join(f"w0_{d} = vflush(w0_{d}, TINY); w1_{d} = vflush(w1_{d}, TINY)"
-                                  for d in range(depth)),
-        *(f"            g{band} = gout[b, {band}, c, n0:n0 + m]" for band in range(num_bands)),
-        "            gxr = gx[b, c, n0:n0 + m]",
-        "            for j in range(m - 1, -1, -1):",
-        f"                e_{depth} = vset({', '.join(grads)})",
-    ]
-    indent = "                "
-    for d in reversed(range(depth)):
-        lines += [indent + f"v_{d} = vsub(e_{d + 1}, vfma(c{d}_3, w0_{d}, vmul(c{d}_4, w1_{d})))",
-                  indent + f"e_{d} = vfma(c{d}_0, v_{d}, vfma(c{d}_1, w0_{d}, vmul(c{d}_2, w1_{d})))"]
-    lines += [indent + f"vstore(vb, (j * {depth} + {d}) * 4, v_{d})" for d in range(depth)]
-    lines += [indent + "; ".join(f"w1_{d} = w0_{d}; w0_{d} = v_{d}" for d in range(depth)),
-              indent + "gxr[j] = vsum(e_0)"]
-    # the recomputation: d/db_i = sum v u[n-i] (u the depth's input: the depth above, or x),
-    # d/da_i = -sum v y[n-i], with u and y read from the registers before the shift
-    lines += [
-        f"            base = (r * n_chunks + q) * {depth * 8}",
-        *(f"            h0_{d} = vload(states, base + {8 * d}); "
-          f"h1_{d} = vload(states, base + {8 * d + 4})" for d in range(depth)),
-        "            " + "; ".join(f"k{d}_{i} = z" for d in range(depth) for i in range(5)),
-        "            x1 = vsplat(numba.float64(x[b, c, n0 - 1]) if n0 >= 1 else 0.0)",
-        "            x2 = vsplat(numba.float64(x[b, c, n0 - 2]) if n0 >= 2 else 0.0)",
-        "            xr = x[b, c, n0:n0 + m]",
-        "            for j in range(m):",
-        "                x0 = vsplat(xr[j])",
-        *_step_lines(depth, indent),
-    ]
-    for d in range(depth):
-        u0, u1, u2 = _stage_input(d)
-        lines += [indent + f"v = vload(vb, (j * {depth} + {d}) * 4)",
-                  indent + f"k{d}_0 = vfma(v, {u0}, k{d}_0); k{d}_1 = vfma(v, {u1}, k{d}_1); "
-                           f"k{d}_2 = vfma(v, {u2}, k{d}_2)",
-                  indent + f"k{d}_3 = vfnma(v, h0_{d}, k{d}_3); k{d}_4 = vfnma(v, h1_{d}, k{d}_4)"]
-    lines += _shift_lines(depth, indent)
-    lines += [f"            k = ((r * {depth} + {d}) * 5 + {i}) * 4; "
-              f"vstore(gcoef, k, vadd(vload(gcoef, k), k{d}_{i}))"
-              for d in range(depth) for i in range(5)]
-    return "\n".join(lines) + "\n"
+    gen = _Gen(num_bands)
+    return _kernel_source(gen, "backward",
+                          "gout, x, coef, chunk, total, pair, states, gx, gcoef",
+                          gen.backward_rows)
 
 
 # multiply-adds written as separate operations in the kernels may fuse (FMA)
@@ -266,7 +452,7 @@ def _kernels(num_bands: int):
     source = (f"# numba.njit options: {_JIT_OPTIONS!r}\n"
               "import numba\nimport numpy as np\n\n"
               "from dynfx._ops.simd import (vadd, vfma, vfnma, vflush, vget, vload, vmul, vset,\n"
-              "                             vsplat, vstore, vsub, vsum, vzero)\n\n"
+              "                             vshuffle, vsplat, vstore, vsub, vzero)\n\n"
               f"TINY = {TINY!r}\n\n\n" + _forward_source(num_bands) + "\n\n"
               + _backward_source(num_bands))
     digest = hashlib.sha1(source.encode()).hexdigest()[:16]
@@ -292,23 +478,20 @@ def _kernels(num_bands: int):
     return jit(namespace["forward"]), jit(namespace["backward"])
 
 
-@lru_cache(maxsize=None)
-def _lane_index(num_bands: int) -> tuple[Tensor, int]:
-    """The flat (depth x lane) -> stage index of :func:`lane_layout`, with the identity stage at
-    ``S`` and the unused lanes at ``S + 1`` (rows appended to the coefficients)."""
-    table = lane_layout(num_bands)
-    n_stages = len(split_topology(num_bands)[0])
-    index = np.where(table == IDENTITY, n_stages, np.where(table == UNUSED, n_stages + 1, table))
-    return torch.from_numpy(index.reshape(-1)), table.shape[0]
+def _stage_coefs(coef: Tensor, num_bands: int) -> Tensor:
+    """(B, S, 5) stage coefficients -> (B, V, 5, LANES) float64, the kernels' layout (stage k in
+    lane k % LANES of register k // LANES; the lanes of no stage all 0)."""
+    batch, n_stages, _ = coef.shape
+    regs = _registers(num_bands)
+    full = coef.new_zeros(batch, regs * LANES, 5)
+    full[:, :n_stages] = coef
+    return full.view(batch, regs, LANES, 5).transpose(2, 3).contiguous()
 
 
-def _lane_coefs(coef: Tensor, num_bands: int) -> Tensor:
-    """(B, S, 5) stage coefficients -> (B, depth, 5, LANES) float64, the kernels' layout."""
-    index, depth = _lane_index(num_bands)
-    batch = coef.shape[0]
-    extra = coef.new_tensor([[1.0, 0.0, 0.0, 0.0, 0.0], [0.0] * 5]).expand(batch, 2, 5)
-    full = torch.cat([coef, extra], dim=1)[:, index]  # (B, depth * LANES, 5)
-    return full.view(batch, depth, LANES, 5).transpose(2, 3).contiguous()
+def _pair_rows(rows: int, num_bands: int) -> bool:
+    """Two rows per task where the stages fit one register and every thread still gets a
+    task."""
+    return _registers(num_bands) == 1 and rows >= 2 * numba.get_num_threads()
 
 
 class _FusedSplit(torch.autograd.Function):
@@ -316,16 +499,20 @@ class _FusedSplit(torch.autograd.Function):
     def forward(ctx, x: Tensor, coef: Tensor, num_bands: int) -> Tensor:
         x = x.detach().contiguous()
         ctx.coef_dtype = coef.dtype
-        lanes = _lane_coefs(coef.detach().double(), num_bands)
+        lanes = _stage_coefs(coef.detach().double(), num_bands)
         batch, channels, steps = x.shape
         out = scratch(batch, num_bands, channels, steps, dtype=x.dtype)
-        n_chunks = max((steps + CHUNK - 1) // CHUNK, 1)
-        states = scratch(batch * channels, n_chunks, lanes.shape[1], 2, LANES,
+        total = steps + _lag(num_bands)
+        n_chunks = (total + CHUNK - 1) // CHUNK
+        states = scratch(batch * channels, n_chunks, lanes.shape[1], _STATES, LANES,
                          dtype=torch.float64)  # every value is written
+        pair = _pair_rows(batch * channels, num_bands)
         if x.numel():
-            _kernels(num_bands)[0](x.numpy(), lanes.numpy(), CHUNK, out.numpy(), states.numpy())
+            _kernels(num_bands)[0](x.numpy(), lanes.numpy(), CHUNK, total, pair, out.numpy(),
+                                   states.numpy())
         ctx.save_for_backward(x, lanes, states)
         ctx.num_bands, ctx.n_stages, ctx.chunk = num_bands, coef.shape[1], CHUNK
+        ctx.total, ctx.pair = total, pair
         return out
 
     @staticmethod
@@ -333,19 +520,17 @@ class _FusedSplit(torch.autograd.Function):
     def backward(ctx, gout: Tensor):
         x, lanes, states = ctx.saved_tensors
         batch, channels, _ = x.shape
-        depth = lanes.shape[1]
+        regs = lanes.shape[1]
         gx = scratch_like(x)  # every sample is written
-        glanes = torch.zeros(batch * channels, depth, 5, LANES, dtype=torch.float64)
+        glanes = torch.zeros(batch * channels, regs, 5, LANES, dtype=torch.float64)
         if x.numel():
             _kernels(ctx.num_bands)[1](gout.to(x.dtype).contiguous().numpy(), x.numpy(),
-                                       lanes.numpy(), ctx.chunk, states.numpy(), gx.numpy(),
-                                       glanes.numpy())
-        # a stage that runs in several lanes gets the sum of their gradients
-        glanes = glanes.view(batch, channels, depth, 5, LANES).sum(dim=1)
-        glanes = glanes.transpose(2, 3).reshape(batch, depth * LANES, 5)
-        index, _ = _lane_index(ctx.num_bands)
-        gcoef = glanes.new_zeros(batch, ctx.n_stages + 2, 5).index_add_(1, index, glanes)
-        return gx, gcoef[:, :ctx.n_stages].to(ctx.coef_dtype), None
+                                       lanes.numpy(), ctx.chunk, ctx.total, ctx.pair,
+                                       states.numpy(), gx.numpy(), glanes.numpy())
+        # the channels of an item share its coefficients
+        glanes = glanes.view(batch, channels, regs, 5, LANES).sum(dim=1)
+        gcoef = glanes.transpose(2, 3).reshape(batch, regs * LANES, 5)[:, :ctx.n_stages]
+        return gx, gcoef.to(ctx.coef_dtype), None
 
 
 def fused_split(x: Tensor, coef: Tensor, num_bands: int) -> Tensor:

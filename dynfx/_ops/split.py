@@ -266,25 +266,28 @@ class _Gen:
         return lines
 
     # -- backward --------------------------------------------------------------------------
-    def grad_lines(self, p: str, indent: str) -> list[str]:
+    def grad_lines(self, p: str, indent: str, guarded: bool) -> list[str]:
         """``E_i``: the gradient of every lane's output at this step: from the bands (the last
         band's gradient to the allpass lane, and with a minus to band ``N - 2``'s) and from the
         stages each lane feeds (their ``e`` of the step after: a transposed permute, two where
-        a stage feeds two)."""
+        a stage feeds two). ``guarded``: the step may lie where a band has no sample."""
         last, low = self.n - 1, self.n - 2
         lines = []
+
+        def read(band, lag):
+            if not guarded:
+                return f"numba.float64(g{band}{p}[s - {lag}])"
+            return f"g{band}{p}[s - {lag}] if s >= {lag} and s < steps + {lag} else 0.0"
+
         for band in range(self.n):
             k = self.band_stage[band]
-            lag = self.level[k]
-            lines += [indent + f"gb{band} = g{band}{p}[s - {lag}] if s >= {lag} and "
-                               f"s < steps + {lag} else 0.0"]
+            lines += [indent + f"gb{band} = {read(band, self.level[k])}"]
         contrib = {}
         for band in range(self.n):
             contrib.setdefault(self.band_stage[band], []).append(f"gb{band}")
         k_low = self.band_stage[low]
         gl = f"gb{low} - gb{last}_"
-        lines += [indent + f"gb{last}_ = g{last}{p}[s - {self.level[k_low]}] if s >= "
-                           f"{self.level[k_low]} and s < steps + {self.level[k_low]} else 0.0"]
+        lines += [indent + f"gb{last}_ = {read(last, self.level[k_low])}"]
         names = {("e", i): f"ep_{i}{p}" for i in range(self.regs)}
         for i in range(self.regs):
             vals = []
@@ -307,12 +310,12 @@ class _Gen:
             lines += [indent + f"E_{i}{p} = {expr}"]
         return lines
 
-    def adjoint_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+    def adjoint_rows(self, rows: list[tuple[str, str]], indent: str, guarded: bool) -> list[str]:
         """One reverse step for every row: the adjoint into the chunk buffer ``vb{p}``, the
         audio's gradient from the first level's lanes."""
         lines = []
         for p, _ in rows:
-            lines += self.grad_lines(p, indent)
+            lines += self.grad_lines(p, indent, guarded)
             for i in range(self.regs):
                 lines += [indent + f"v_{i}{p} = vsub(E_{i}{p}, vfma(c3_{i}{p}, w0_{i}{p}, "
                                    f"vmul(c4_{i}{p}, w1_{i}{p})))",
@@ -321,9 +324,8 @@ class _Gen:
                           indent + f"vstore(vb{p}, ((s - s0) * {self.regs} + {i}) * {LANES}, "
                                    f"v_{i}{p})"]
             firsts = [k for k in range(self.stages) if self.src[k] < 0]
-            lines += [indent + "if s < steps:",
-                      indent + f"    gxr{p}[s] = " + " + ".join(self.get("e", k, p)
-                                                              for k in firsts)]
+            gx = f"gxr{p}[s] = " + " + ".join(self.get("e", k, p) for k in firsts)
+            lines += [indent + "if s < steps:", indent + "    " + gx] if guarded else [indent + gx]
             lines += [indent + "; ".join(f"w1_{i}{p} = w0_{i}{p}; w0_{i}{p} = v_{i}{p}; "
                                          f"ep_{i}{p} = e_{i}{p}" for i in range(self.regs))]
         return lines
@@ -364,8 +366,16 @@ class _Gen:
         for p, _ in rows:
             lines += [ind2 + "; ".join(f"{v}_{i}{p} = vflush({v}_{i}{p}, TINY)"
                                        for i in range(self.regs) for v in ("w0", "w1", "ep"))]
-        lines += [ind2 + "for s in range(min(s0 + chunk, total) - 1, s0 - 1, -1):"]
-        lines += self.adjoint_rows(rows, ind3)
+        # the reverse steps: where every band has a sample (most of the signal) without the
+        # per-band range checks, the ends with them
+        lines += [ind2 + "e1 = min(s0 + chunk, total)",
+                  ind2 + f"hi = max(min(e1, steps), s0); lo = min(max(s0, {self.lag}), hi)",
+                  ind2 + "for s in range(e1 - 1, hi - 1, -1):",
+                  *self.adjoint_rows(rows, ind3, True),
+                  ind2 + "for s in range(hi - 1, lo - 1, -1):",
+                  *self.adjoint_rows(rows, ind3, False),
+                  ind2 + "for s in range(lo - 1, s0 - 1, -1):",
+                  *self.adjoint_rows(rows, ind3, True)]
         for p, row in rows:
             for i in range(self.regs):
                 lines += [ind2 + f"base = (({row} * n_chunks + q) * {self.regs} + {i}) * "

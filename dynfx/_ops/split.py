@@ -235,34 +235,48 @@ class _Gen:
                                  f"{_STATES * LANES}"]
                 lines += [ind2 + "; ".join(f"vstore(states, base + {LANES * m}, {v})"
                                            for m, v in enumerate(names))]
-        lines += [ind2 + "s0 = q * chunk",
-                  ind2 + "for s in range(s0, min(s0 + chunk, total)):"]
-        for p, _ in rows:
-            lines += [ind3 + f"xs{p} = vsplat(xr{p}[s] if s < steps else 0.0)"]
-            lines += self.input_lines(p, ind3)
-            lines += self.step_lines(p, ind3)
-        for p, _ in rows:
-            lines += self.write_lines(p, ind3)
-            lines += self.shift_lines(p, ind3)
+        lines += [ind2 + "s0 = q * chunk"]
+        lines += self.ranges(ind2)
+        for guarded, lo, hi in (True, "s0", "lo"), (False, "lo", "hi"), (True, "hi", "e1"):
+            lines += [ind2 + f"for s in range({lo}, {hi}):"]
+            for p, _ in rows:
+                lines += [ind3 + f"xs{p} = vsplat({self.x_read(p, guarded)})"]
+                lines += self.input_lines(p, ind3)
+                lines += self.step_lines(p, ind3)
+            for p, _ in rows:
+                lines += self.write_lines(p, ind3, guarded)
+                lines += self.shift_lines(p, ind3)
         return lines
 
-    def write_lines(self, p: str, indent: str) -> list[str]:
+    def ranges(self, indent: str) -> list[str]:
+        """The steps ``[lo, hi)`` of the chunk ``[s0, e1)`` where every band has a sample and
+        the audio one (most of the signal): there without the range checks of the ends."""
+        return [indent + "e1 = min(s0 + chunk, total)",
+                indent + f"hi = max(min(e1, steps), s0); lo = min(max(s0, {self.lag}), hi)"]
+
+    @staticmethod
+    def x_read(p: str, guarded: bool) -> str:
+        return f"xr{p}[s] if s < steps else 0.0" if guarded else f"xr{p}[s]"
+
+    def write_lines(self, p: str, indent: str, guarded: bool) -> list[str]:
         """The band outputs of this step: band ``b`` from its stage's lane, ``level`` samples
         late; the last band the allpass of the previous step minus band ``N - 2``."""
         lines = []
         last, low = self.n - 1, self.n - 2
+        inner = indent + "    " if guarded else indent
         for band in range(self.n - 1):
             k = self.band_stage[band]
             lag = self.level[k]
-            lines += [indent + f"if s >= {lag} and s < steps + {lag}:"]
+            if guarded:
+                lines += [indent + f"if s >= {lag} and s < steps + {lag}:"]
             if band == low:
                 ap = self.band_stage[last]
                 assert self.level[ap] == lag - 1  # its output of the previous step: the sample
-                lines += [indent + f"    lo = {self.get('t', k, p)}",
-                          indent + f"    o{band}{p}[s - {lag}] = lo",
-                          indent + f"    o{last}{p}[s - {lag}] = {self.get('h0', ap, p)} - lo"]
+                lines += [inner + f"ylo = {self.get('t', k, p)}",
+                          inner + f"o{band}{p}[s - {lag}] = ylo",
+                          inner + f"o{last}{p}[s - {lag}] = {self.get('h0', ap, p)} - ylo"]
             else:
-                lines += [indent + f"    o{band}{p}[s - {lag}] = {self.get('t', k, p)}"]
+                lines += [inner + f"o{band}{p}[s - {lag}] = {self.get('t', k, p)}"]
         return lines
 
     # -- backward --------------------------------------------------------------------------
@@ -330,12 +344,13 @@ class _Gen:
                                          f"ep_{i}{p} = e_{i}{p}" for i in range(self.regs))]
         return lines
 
-    def recompute_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
+    def recompute_rows(self, rows: list[tuple[str, str]], indent: str,
+                       guarded: bool) -> list[str]:
         """One forward step of the recomputation for every row, the coefficient gradients
         accumulated from its registers."""
         lines = []
         for p, _ in rows:
-            lines += [indent + f"xs{p} = vsplat(xr{p}[s] if s < steps else 0.0)"]
+            lines += [indent + f"xs{p} = vsplat({self.x_read(p, guarded)})"]
             lines += self.input_lines(p, indent)
             lines += self.step_lines(p, indent)
             for i in range(self.regs):
@@ -368,8 +383,7 @@ class _Gen:
                                        for i in range(self.regs) for v in ("w0", "w1", "ep"))]
         # the reverse steps: where every band has a sample (most of the signal) without the
         # per-band range checks, the ends with them
-        lines += [ind2 + "e1 = min(s0 + chunk, total)",
-                  ind2 + f"hi = max(min(e1, steps), s0); lo = min(max(s0, {self.lag}), hi)",
+        lines += [*self.ranges(ind2),
                   ind2 + "for s in range(e1 - 1, hi - 1, -1):",
                   *self.adjoint_rows(rows, ind3, True),
                   ind2 + "for s in range(hi - 1, lo - 1, -1):",
@@ -384,8 +398,9 @@ class _Gen:
                                            for m, v in enumerate(self.state_names(p, i)))]
             lines += [ind2 + "; ".join(f"k{j}_{i}{p} = zv" for i in range(self.regs)
                                        for j in range(5))]
-        lines += [ind2 + "for s in range(s0, min(s0 + chunk, total)):"]
-        lines += self.recompute_rows(rows, ind3)
+        for guarded, lo, hi in (True, "s0", "lo"), (False, "lo", "hi"), (True, "hi", "e1"):
+            lines += [ind2 + f"for s in range({lo}, {hi}):"]
+            lines += self.recompute_rows(rows, ind3, guarded)
         for p, row in rows:
             lines += [ind2 + f"k = (({row} * {self.regs} + {i}) * 5 + {j}) * {LANES}; "
                              f"vstore(gcoef, k, vadd(vload(gcoef, k), k{j}_{i}{p}))"

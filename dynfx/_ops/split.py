@@ -122,8 +122,26 @@ def _lag(num_bands: int) -> int:
     return int(stage_levels(num_bands)[band_of >= 0].max())
 
 
+@lru_cache(maxsize=None)
+def lane_order(num_bands: int) -> np.ndarray:
+    """Each stage's lane (flat over the registers): the bands' stages first, then the stages
+    that filter the input, then the rest, so that the values read or written every step (the
+    bands, the audio's gradient) sit in the lowest lanes, where a lane costs the fewest
+    instructions to reach."""
+    _, src, band_of = split_topology(num_bands)
+    order = [int(np.flatnonzero(band_of == b)[0]) for b in range(num_bands - 1)]
+    order += [k for k in range(len(src)) if src[k] < 0 and k not in order]
+    last = int(np.flatnonzero(band_of == num_bands - 1)[0])
+    order += [last] if last not in order else []
+    order += [k for k in range(len(src)) if k not in order]
+    pos = np.empty(len(src), dtype=np.int64)
+    pos[order] = np.arange(len(src))
+    return pos
+
+
 # ---------------------------------------------------------------------------------------------
-# Code generation. Stage k is lane k % LANES of register k // LANES; the names of a register's
+# Code generation. Stage k is lane P % LANES of register P // LANES, P = lane_order[k]; the
+# names of a register's
 # values carry its index and the row's suffix ("a", or "b" for the second interleaved row).
 
 def _gather(picks: list, names: dict, zero: str) -> str:
@@ -167,9 +185,16 @@ class _Gen:
         self.lag = _lag(num_bands)
         self.band_stage = {b: k for k, b in enumerate(self.band_of) if b >= 0}
         self.children = [[j for j, s in enumerate(self.src) if s == k] for k in range(self.stages)]
+        self.pos = [int(v) for v in lane_order(num_bands)]
+        self.stage_at = {lane: k for k, lane in enumerate(self.pos)}
 
-    def lanes_of(self, i: int) -> range:
-        return range(i * LANES, (i + 1) * LANES)
+    def lanes_of(self, i: int) -> list[int]:
+        """The stage in each lane of register ``i`` (-1: none)."""
+        return [self.stage_at.get(lane, -1) for lane in range(i * LANES, (i + 1) * LANES)]
+
+    def at(self, k: int) -> tuple[int, int]:
+        """Stage ``k``'s (register, lane)."""
+        return divmod(self.pos[k], LANES)
 
     # -- shared pieces --------------------------------------------------------------------
     def coef_lines(self, p: str, row_b: str, indent: str) -> list[str]:
@@ -185,13 +210,14 @@ class _Gen:
         lines = []
         for i in range(self.regs):
             picks = []
-            for k in self.lanes_of(i):
-                if k >= self.stages:
-                    picks.append((("h", i), k % LANES))
+            for lane, k in enumerate(self.lanes_of(i)):
+                if k < 0:
+                    picks.append((("h", i), lane))
                 elif self.src[k] < 0:
                     picks.append(("x", 0))
                 else:
-                    picks.append((("h", self.src[k] // LANES), self.src[k] % LANES))
+                    reg, at = self.at(self.src[k])
+                    picks.append((("h", reg), at))
             lines.append(indent + f"u0_{i}{p} = " + _gather(picks, names, "zv"))
         return lines
 
@@ -209,10 +235,10 @@ class _Gen:
     def state_names(self, p: str, i: int) -> list[str]:
         return [f"h0_{i}{p}", f"h1_{i}{p}", f"u1_{i}{p}", f"u2_{i}{p}"]
 
-    @staticmethod
-    def get(reg: str, k: int, p: str) -> str:
+    def get(self, reg: str, k: int, p: str) -> str:
         """Stage ``k``'s lane of register value ``reg`` (``t``, ``h0``, ``e``) of row ``p``."""
-        return f"vget({reg}_{k // LANES}{p}, {k % LANES})"
+        i, lane = self.at(k)
+        return f"vget({reg}_{i}{p}, {lane})"
 
     # -- forward ---------------------------------------------------------------------------
     def forward_rows(self, rows: list[tuple[str, str]], indent: str) -> list[str]:
@@ -308,7 +334,7 @@ class _Gen:
             for k in self.lanes_of(i):
                 if k == k_low:
                     vals.append(gl)
-                elif k < self.stages and k in contrib:
+                elif k in contrib:
                     vals.append(" + ".join(contrib[k]))
                 else:
                     vals.append("0.0")
@@ -316,8 +342,8 @@ class _Gen:
             for order in range(2):
                 picks = []
                 for k in self.lanes_of(i):
-                    kids = self.children[k] if k < self.stages else []
-                    picks.append((("e", kids[order] // LANES), kids[order] % LANES)
+                    kids = self.children[k] if k >= 0 else []
+                    picks.append((("e", self.at(kids[order])[0]), self.at(kids[order])[1])
                                  if len(kids) > order else None)
                 if any(pk is not None for pk in picks):
                     expr = f"vadd({expr}, {_gather(picks, names, 'zv')})"
@@ -505,11 +531,11 @@ def _kernels(num_bands: int):
 
 def _stage_coefs(coef: Tensor, num_bands: int) -> Tensor:
     """(B, S, 5) stage coefficients -> (B, V, 5, LANES) float64, the kernels' layout (stage k in
-    lane k % LANES of register k // LANES; the lanes of no stage all 0)."""
+    its lane of :func:`lane_order`; the lanes of no stage all 0)."""
     batch, n_stages, _ = coef.shape
     regs = _registers(num_bands)
     full = coef.new_zeros(batch, regs * LANES, 5)
-    full[:, :n_stages] = coef
+    full[:, torch.from_numpy(lane_order(num_bands))] = coef
     return full.view(batch, regs, LANES, 5).transpose(2, 3).contiguous()
 
 
@@ -554,7 +580,8 @@ class _FusedSplit(torch.autograd.Function):
                                        states.numpy(), gx.numpy(), glanes.numpy())
         # the channels of an item share its coefficients
         glanes = glanes.view(batch, channels, regs, 5, LANES).sum(dim=1)
-        gcoef = glanes.transpose(2, 3).reshape(batch, regs * LANES, 5)[:, :ctx.n_stages]
+        gcoef = glanes.transpose(2, 3).reshape(batch, regs * LANES, 5)[
+            :, torch.from_numpy(lane_order(ctx.num_bands))]
         return gx, gcoef.to(ctx.coef_dtype), None
 
 

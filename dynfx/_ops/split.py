@@ -330,23 +330,34 @@ class _Gen:
         lines += [indent + f"gb{last}_ = {read(last, self.level[k_low])}"]
         names = {("e", i): f"ep_{i}{p}" for i in range(self.regs)}
         for i in range(self.regs):
-            vals = []
+            # a band's stage feeds no stage, so the band gradients and the first fed-back e of
+            # every other lane come in one permute, from e and a vector of the gradients
+            # (packed into its lowest lanes, the rest 0)
+            grads = []
             for k in self.lanes_of(i):
                 if k == k_low:
-                    vals.append(gl)
+                    grads.append(gl)
                 elif k in contrib:
-                    vals.append(" + ".join(contrib[k]))
-                else:
-                    vals.append("0.0")
-            expr = f"vset({', '.join(vals)})" if any(v != "0.0" for v in vals) else "zv"
+                    grads.append(" + ".join(contrib[k]))
+            names[("g", i)] = f"gv_{i}{p}"
+            if grads:
+                lines += [indent + f"gv_{i}{p} = vset({', '.join(grads + ['0.0'] * (LANES - len(grads)))})"]
+            zero = (("g", i), LANES - 1) if grads else None
+            exprs = []
             for order in range(2):
-                picks = []
+                picks, slot = [], 0
                 for k in self.lanes_of(i):
                     kids = self.children[k] if k >= 0 else []
-                    picks.append((("e", self.at(kids[order])[0]), self.at(kids[order])[1])
-                                 if len(kids) > order else None)
+                    if order == 0 and (k == k_low or k in contrib):
+                        picks.append((("g", i), slot))
+                        slot += 1
+                    elif len(kids) > order:
+                        picks.append((("e", self.at(kids[order])[0]), self.at(kids[order])[1]))
+                    else:
+                        picks.append(zero if order == 0 else None)
                 if any(pk is not None for pk in picks):
-                    expr = f"vadd({expr}, {_gather(picks, names, 'zv')})"
+                    exprs.append(_gather(picks, names, "zv"))
+            expr = exprs[0] if len(exprs) == 1 else f"vadd({exprs[0]}, {exprs[1]})" if exprs else "zv"
             lines += [indent + f"E_{i}{p} = {expr}"]
         return lines
 

@@ -187,6 +187,13 @@ class _Gen:
         self.children = [[j for j, s in enumerate(self.src) if s == k] for k in range(self.stages)]
         self.pos = [int(v) for v in lane_order(num_bands)]
         self.stage_at = {lane: k for k, lane in enumerate(self.pos)}
+        # the stages that filter the input, all in one register (lane_order puts them low)
+        self.firsts = [k for k in range(self.stages) if self.src[k] < 0]
+        self.first_reg = self.at(self.firsts[0])[0]
+        assert all(self.at(k)[0] == self.first_reg for k in self.firsts)
+        # a row of the backward's chunk buffer: every register's adjoint v, then the first
+        # level register's e
+        self.row = (self.regs + 1) * LANES
 
     def lanes_of(self, i: int) -> list[int]:
         """The stage in each lane of register ``i`` (-1: none)."""
@@ -372,11 +379,11 @@ class _Gen:
                                    f"vmul(c4_{i}{p}, w1_{i}{p})))",
                           indent + f"e_{i}{p} = vfma(c0_{i}{p}, v_{i}{p}, vfma(c1_{i}{p}, "
                                    f"w0_{i}{p}, vmul(c2_{i}{p}, w1_{i}{p})))",
-                          indent + f"vstore(vb{p}, ((s - s0) * {self.regs} + {i}) * {LANES}, "
-                                   f"v_{i}{p})"]
-            firsts = [k for k in range(self.stages) if self.src[k] < 0]
-            gx = f"gxr{p}[s] = " + " + ".join(self.get("e", k, p) for k in firsts)
-            lines += [indent + "if s < steps:", indent + "    " + gx] if guarded else [indent + gx]
+                          indent + f"vstore(vb{p}, (s - s0) * {self.row} + {LANES * i}, v_{i}{p})"]
+            # e of the first level's register, for the audio's gradient (summed from the buffer
+            # in the recomputation's loop: no lane extraction here)
+            lines += [indent + f"vstore(vb{p}, (s - s0) * {self.row} + {self.regs * LANES}, "
+                               f"e_{self.first_reg}{p})"]
             lines += [indent + "; ".join(f"w1_{i}{p} = w0_{i}{p}; w0_{i}{p} = v_{i}{p}; "
                                          f"ep_{i}{p} = e_{i}{p}" for i in range(self.regs))]
         return lines
@@ -390,9 +397,13 @@ class _Gen:
             lines += [indent + f"xs{p} = vsplat({self.x_read(p, guarded)})"]
             lines += self.input_lines(p, indent)
             lines += self.step_lines(p, indent)
+            gx = (f"gxr{p}[s] = " + " + ".join(f"vb{p}[(s - s0) * {self.row} + "
+                                               f"{self.regs * LANES + self.at(k)[1]}]"
+                                               for k in self.firsts))
+            lines += [indent + "if s < steps:", indent + "    " + gx] if guarded else [indent + gx]
             for i in range(self.regs):
                 q = f"_{i}{p}"
-                lines += [indent + f"v = vload(vb{p}, ((s - s0) * {self.regs} + {i}) * {LANES})",
+                lines += [indent + f"v = vload(vb{p}, (s - s0) * {self.row} + {LANES * i})",
                           indent + f"k0{q} = vfma(v, u0{q}, k0{q}); k1{q} = vfma(v, u1{q}, k1{q}); "
                                    f"k2{q} = vfma(v, u2{q}, k2{q})",
                           indent + f"k3{q} = vfnma(v, h0{q}, k3{q}); "
@@ -411,7 +422,7 @@ class _Gen:
                                          for i in range(self.regs))]
             lines += [indent + f"xr{p} = x[b{p}, ch{p}]; gxr{p} = gx[b{p}, ch{p}]"]
             lines += [indent + f"g{band}{p} = gout[b{p}, {band}, ch{p}]" for band in range(self.n)]
-            lines += [indent + f"vb{p} = np.empty(chunk * {self.regs * LANES})"]
+            lines += [indent + f"vb{p} = np.empty(chunk * {self.row})"]
         lines += [indent + "for qq in range(n_chunks):",
                   ind2 + "q = n_chunks - 1 - qq",
                   ind2 + "s0 = q * chunk"]

@@ -326,15 +326,19 @@ class _Gen:
                 return f"numba.float64(g{band}{p}[s - {lag}])"
             return f"g{band}{p}[s - {lag}] if s >= {lag} and s < steps + {lag} else 0.0"
 
-        for band in range(self.n):
+        for band in range(self.n - 1):
             k = self.band_stage[band]
             lines += [indent + f"gb{band} = {read(band, self.level[k])}"]
+        # the last band's gradient goes to the allpass lane and, one sample later, to band
+        # N - 2's: the value read now is the allpass lane's at the next (earlier) step
+        k_low = self.band_stage[low]
+        assert self.level[self.band_stage[last]] == self.level[k_low] - 1
+        lines += [indent + f"gb{last} = gcar{p}",
+                  indent + f"gcar{p} = {read(last, self.level[k_low])}"]
         contrib = {}
         for band in range(self.n):
             contrib.setdefault(self.band_stage[band], []).append(f"gb{band}")
-        k_low = self.band_stage[low]
-        gl = f"gb{low} - gb{last}_"
-        lines += [indent + f"gb{last}_ = {read(last, self.level[k_low])}"]
+        gl = f"gb{low} - gcar{p}"
         names = {("e", i): f"ep_{i}{p}" for i in range(self.regs)}
         for i in range(self.regs):
             # a band's stage feeds no stage, so the band gradients and the first fed-back e of
@@ -431,8 +435,12 @@ class _Gen:
                                        for i in range(self.regs) for v in ("w0", "w1", "ep"))]
         # the reverse steps: where every band has a sample (most of the signal) without the
         # per-band range checks, the ends with them
-        lines += [*self.ranges(ind2),
-                  ind2 + "for s in range(e1 - 1, hi - 1, -1):",
+        lines += self.ranges(ind2)
+        lag_ap = self.level[self.band_stage[self.n - 1]]
+        for p, _ in rows:
+            lines += [ind2 + f"s = e1 - 1; gcar{p} = g{self.n - 1}{p}[s - {lag_ap}] if s >= {lag_ap} "
+                             f"and s < steps + {lag_ap} else 0.0"]
+        lines += [ind2 + "for s in range(e1 - 1, hi - 1, -1):",
                   *self.adjoint_rows(rows, ind3, True),
                   ind2 + "for s in range(hi - 1, lo - 1, -1):",
                   *self.adjoint_rows(rows, ind3, False),

@@ -132,7 +132,7 @@ def test_kernel_source_is_cached_on_disk_or_compiled_in_memory(monkeypatch, tmp_
 
 
 def test_silence_after_sound_and_constant_gradients_flush_to_zero_not_nan():
-    # decaying states and adjoints are flushed below 1e-200 (no subnormal slow-down); NaN stays
+    # decaying states and adjoints are flushed below TINY (no subnormal slow-down); NaN stays
     fs = 44100
     freqs = [torch.tensor([200.0], dtype=torch.float64), torch.tensor([3000.0], dtype=torch.float64)]
     x = torch.zeros(1, 1, 200000, dtype=torch.float64)

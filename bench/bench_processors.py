@@ -219,7 +219,9 @@ def refinement_rows(classes, device: str, reps: int, batch: int) -> list[dict]:
     calls it (normalised settings with gradient, validate=False, fixed audio) and one step of
     :func:`models.refine.refine_settings` (the mean over 10 steps of one call), interleaved;
     then the wall time of 50 steps on one 3-second stereo clip and per clip on ``batch`` clips
-    refined together in one batch."""
+    refined together in one batch. Adam steps (``method="adam"``: one forward and backward
+    pass a step, the per-step overhead this table measures); the default Gauss-Newton
+    refinement's time per clip is in the estimation benchmark (``sec_per_clip``)."""
     from models.refine import refine_settings
 
     rows = []
@@ -239,7 +241,7 @@ def refinement_rows(classes, device: str, reps: int, batch: int) -> list[dict]:
                 proc(dry, norm_params=u, validate=False).sum().backward()
 
             def step(k=10):
-                refine_settings(proc, dry, wet, init, k)
+                refine_settings(proc, dry, wet, init, k, method="adam")
 
             case = Case("dynfx", cls.__name__, size, fwdbwd, lambda: step())
             run_rounds([case], device, reps, warmup=1)
@@ -255,12 +257,13 @@ def refinement_rows(classes, device: str, reps: int, batch: int) -> list[dict]:
             with torch.no_grad():
                 wet = proc(dry, norm_params=true)
             init = torch.full_like(true, 0.5)
-            refine_settings(proc, dry[:1, :, :4096], wet[:1, :, :4096], init[:1], 2)  # warm
+            refine_settings(proc, dry[:1, :, :4096], wet[:1, :, :4096], init[:1], 2,
+                            method="adam")  # warm
             times = []
             for _ in range(3):
                 _sync(device)
                 t0 = time.perf_counter()
-                refine_settings(proc, dry, wet, init, CLIP_STEPS)
+                refine_settings(proc, dry, wet, init, CLIP_STEPS, method="adam")
                 _sync(device)
                 times.append(time.perf_counter() - t0)
             rows.append({"processor": cls.__name__, "what": f"{CLIP_STEPS} steps, 3-s clip",

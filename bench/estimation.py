@@ -92,8 +92,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=256, help="clips per set (protocol: 256)")
     ap.add_argument("--seed", type=int, default=None,
                     help="test-set seed (default: the protocol's; another seed = a validation set)")
-    ap.add_argument("--steps", type=int, default=None, help="refinement steps (default 50)")
-    ap.add_argument("--lr", type=float, default=None, help="refinement learning rate")
+    ap.add_argument("--steps", type=int, default=None, help="refinement steps (default 20)")
+    ap.add_argument("--refine-method", default=None, choices=["gauss-newton", "adam"],
+                    help="refinement method (default gauss-newton)")
+    ap.add_argument("--lr", type=float, default=None, help="Adam's learning rate (adam only)")
     ap.add_argument("--step-counts", default="10,25,50,100,200",
                     help="step counts of the refinement report ('' for none)")
     ap.add_argument("--batch", type=int, default=32)
@@ -131,6 +133,7 @@ def main(argv=None) -> int:
     seed = pm.BUILTIN_SEED if args.seed is None else args.seed
     steps = pm.REFINE_STEPS if args.steps is None else args.steps
     lr = pm.REFINE_LR if args.lr is None else args.lr
+    method = args.refine_method or pm.REFINE_METHOD
     counts = [int(c) for c in args.step_counts.split(",") if c.strip()]
     out = Path(args.out)
     log = print
@@ -157,10 +160,12 @@ def main(argv=None) -> int:
         for case in cases:
             t0 = time.perf_counter()
             records, per_example = pm.run_benchmark(case, dry, set_name + set_suffix, seed, steps,
-                                                    lr, counts, batch=args.batch)
+                                                    lr, counts, batch=args.batch,
+                                                    refine_method=method)
             tag = f"{set_name}{set_suffix}_{case.name}_{case.mode}"
             per_example["meta"] = {"protocol": pm.PROTOCOL_VERSION, "n": args.n, "seed": seed,
-                                   "refine_steps": steps, "refine_lr": lr, "hardware": hardware,
+                                   "refine_steps": steps, "refine_lr": lr,
+                                   "refine_method": method, "hardware": hardware,
                                    "seconds": time.perf_counter() - t0}
             path = pm.write_outputs(out, records, per_example, tag)
             print(f"{tag}: {time.perf_counter() - t0:.0f} s -> {path}")

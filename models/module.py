@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .encoders import uses_dry
 from .metrics import gain_mae_db, param_errors, si_sdr
-from .refine import refine_settings
+from .refine import REFINE_METHODS, refine_settings
 
 __all__ = ["EffectEstimator", "RUN_CONFIG_KEY", "NonFiniteTrainingError"]
 
@@ -90,8 +90,10 @@ class EffectEstimator(L.LightningModule):
             ``trainer.max_time``, or its steps where those run out first: a run capped by time
             anneals fully on any hardware; the number of steps, and so the result, depends on
             the machine's speed).
-        refine_steps, refine_lr: test/predict-time refinement (dry_wet); the test reports the
-            network alone (``model``) and refined (``model+refine``).
+        refine_steps, refine_lr, refine_method: test/predict-time refinement (dry_wet;
+            :func:`models.refine.refine_settings`: ``gauss-newton`` by default, ``adam`` at
+            ``refine_lr``); the test reports the network alone (``model``) and refined
+            (``model+refine``).
         trainable: train only this part of the encoder (a parameter-name prefix, e.g.
             ``"feedback"`` to train a feedback stage on a trained first stage); ``None``: all.
         stft_crop: in training, the MR-STFT term on one random crop of this many samples
@@ -109,7 +111,8 @@ class EffectEstimator(L.LightningModule):
     def __init__(self, encoder: nn.Module, processor: nn.Module, input_mode: Optional[str] = None,
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
-                 refine_steps: int = 0, refine_lr: float = 0.05, w_unident: float = 1.0,
+                 refine_steps: int = 0, refine_lr: float = 0.05,
+                 refine_method: str = "gauss-newton", w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
                  max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
                  stft_from_epoch: int = 0, trainable: Optional[str] = None,
@@ -160,7 +163,11 @@ class EffectEstimator(L.LightningModule):
         self.input_mode = input_mode or own or "dry_wet"
         self.uses_dry = uses_dry(self.input_mode)  # the network sees the dry audio too
         self.keep_test_examples = 0  # test examples whose audio test_outputs() keeps
+        if refine_method not in REFINE_METHODS:
+            raise ValueError(f"model.refine_method must be one of {REFINE_METHODS}, got "
+                             f"{refine_method!r}")
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
+        self.refine_method = refine_method
         self.weights = {"stft": w_stft, "param": w_param, "gain": w_gain}
         if any(w < 0 for w in self.weights.values()) or not any(self.weights.values()):
             raise ValueError(f"loss weights must be >= 0 and not all 0, got w_stft={w_stft}, "
@@ -184,11 +191,11 @@ class EffectEstimator(L.LightningModule):
         return pred
 
     def refine(self, dry: Tensor, wet: Tensor, init: Tensor) -> Tensor:
-        """Gradient descent on the settings through the differentiable processor, from ``init``
-        (``refine_steps`` Adam steps at ``refine_lr``; see :func:`models.refine.refine_settings`):
-        with dry and wet known, the applied gain is observable sample by sample."""
+        """Analysis by synthesis through the processor, from ``init``: ``refine_steps`` steps of
+        ``refine_method`` (see :func:`models.refine.refine_settings`): with dry and wet known,
+        the applied gain is observable sample by sample."""
         return refine_settings(self.processor, dry, wet, init, self.refine_steps,
-                               self.refine_lr)[0]
+                               self.refine_lr, method=self.refine_method)[0]
 
     @torch.no_grad()
     def render_target(self, dry: Tensor, norm: Tensor) -> tuple[Tensor, Tensor]:

@@ -118,7 +118,8 @@ def test_merge_replaces_only_the_groups_run_again():
     assert [r["value"] for r in merged] == [2, 3]
 
 
-def test_refinement_snapshots_and_convergence():
+@pytest.mark.parametrize("method", ["gauss-newton", "adam"])
+def test_refinement_snapshots_and_convergence(method):
     comp = dynfx.Compressor(44100)
     torch.manual_seed(0)
     dry = (torch.randn(2, 1, 16384) * torch.linspace(0.02, 0.3, 16384)).float()
@@ -126,10 +127,13 @@ def test_refinement_snapshots_and_convergence():
     with torch.no_grad():
         wet = comp(dry, norm_params=true)
     init = torch.full_like(true, 0.5)
-    final, snaps = refine_settings(comp, dry, wet, init, 30, 0.05, snapshots=[10, 30])
-    ten, _ = refine_settings(comp, dry, wet, init, 10, 0.05)
+    times = {}
+    final, snaps = refine_settings(comp, dry, wet, init, 30, 0.05, snapshots=[0, 10, 30],
+                                   times=times, method=method)
+    ten, _ = refine_settings(comp, dry, wet, init, 10, 0.05, method=method)
     assert torch.allclose(snaps[10], ten, atol=1e-6)  # a snapshot = running that many steps
-    assert torch.equal(snaps[30], final)
+    assert torch.equal(snaps[30], final) and torch.equal(snaps[0], init)
+    assert 0 < times[10] <= times[30]
 
     def gain_err(u):
         with torch.no_grad():
@@ -137,6 +141,33 @@ def test_refinement_snapshots_and_convergence():
         return float(bm.envelope_error_db(y, wet, dry).mean())
 
     assert gain_err(final) < 0.5 * gain_err(init)
+
+
+def test_gauss_newton_refinement_recovers_determined_settings():
+    # a level ramp through the threshold: every setting but the knee shapes the gain; from the
+    # middle of every range, Gauss-Newton lands on the true settings (Adam's 30 steps do not)
+    comp = dynfx.Compressor(44100)
+    torch.manual_seed(0)
+    ramp = torch.logspace(-2.5, -0.3, 44100)
+    bursts = 1.0 + 0.8 * torch.sign(torch.sin(torch.arange(44100) / 2000.0))
+    dry = (torch.randn(2, 1, 44100) * ramp * bursts).float()
+    true = torch.tensor([[0.6, 0.4, 0.3, 0.4, 0.5, 0.55], [0.75, 0.6, 0.5, 0.3, 0.4, 0.45]])
+    with torch.no_grad():
+        wet = comp(dry, norm_params=true)
+    init = torch.full_like(true, 0.5)
+    gn, _ = refine_settings(comp, dry, wet, init, 30)
+    adam, _ = refine_settings(comp, dry, wet, init, 30, 0.05, method="adam")
+    determined = [i for i, n in enumerate(comp.param_names) if n != "knee_db"]
+    gn_err = (gn - true)[:, determined].abs()
+    assert gn_err.max() < 0.01, gn_err
+    assert gn_err.mean() < 0.2 * (adam - true)[:, determined].abs().mean()
+
+
+def test_refinement_method_is_checked():
+    comp = dynfx.Compressor(44100)
+    x = torch.zeros(1, 1, 64)
+    with pytest.raises(ValueError, match="method must be one of"):
+        refine_settings(comp, x, x, torch.full((1, 6), 0.5), 2, method="lbfgs")
 
 
 def test_frame_features_read_a_constant_gain_exactly():

@@ -452,10 +452,14 @@ def markdown_tables(records: list[dict], param_names: Optional[dict[str, Sequenc
                                              for k in look)]
         head = ["estimator", *names, "MR-STFT med", "MR-STFT p90", "env dB med", "s/clip"]
         lines = [f"**{g[0]} / {g[1]} / {g[2]}** (median normalised error over identifiable "
-                 "instances)", "", "| " + " | ".join(head) + " |",
+                 "instances; refinement: GN = Gauss-Newton, Adam, and its steps)", "", "| " + " | ".join(head) + " |",
                  "|" + "---|" * len(head)]
         for e in ests:
             cells = [e]
+            steps = look.get((*g, e, "refine_steps", "all", "mean"))
+            if steps is not None:  # the refinement: its method (older records: Adam) and steps
+                gn = look.get((*g, e, "refine_gauss_newton", "all", "mean"))
+                cells = [f"{e} ({'GN' if gn else 'Adam'} {int(steps)})"]
             for n in names:
                 cells.append(_fmt(look.get((*g, e, f"norm_err/{n}", "identifiable", "median"))))
             cells += [_fmt(look.get((*g, e, "mrstft", "all", "median"))),
@@ -597,6 +601,10 @@ def training_data_table(runs: Sequence[tuple[str, list[dict]]], processor: str) 
                                          "median"))) for n in names]
                 cells += [_fmt(look.get((*g, e, "mrstft", "all", "median")))
                           for e in ("model", "model+refine", "mean")]
+                steps = look.get((*g, "model+refine", "refine_steps", "all", "mean"))
+                if steps is not None and cells[-2] != "-":  # the refinement behind the value
+                    gn = look.get((*g, "model+refine", "refine_gauss_newton", "all", "mean"))
+                    cells[-2] += f" ({'GN' if gn else 'Adam'} {int(steps)})"
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

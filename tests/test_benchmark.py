@@ -427,13 +427,15 @@ def test_training_data_table_and_its_readme_section(tmp_path):
             rec("model", "norm_err/ratio", 0.30, "realistic", "wet"),
             rec("model", "mrstft", 0.5, "realistic", "wet", "all")]
     mix = [rec("model", "norm_err/ratio", 0.12), rec("model", "mrstft", 0.25, subset="all"),
-           rec("model+refine", "mrstft", 0.03, subset="all")]
+           rec("model+refine", "mrstft", 0.03, subset="all"),
+           # the refinement behind model+refine (records without the method entry: Adam)
+           {**rec("model+refine", "refine_steps", 20.0, subset="all"), "stat": "mean"}]
     table = bm.training_data_table([("A", base), ("B", mix)], "Compressor")
     lines = table.splitlines()
     assert lines[0] == ("| set | mode | trained on | ratio | MR-STFT model | model+refine | "
                         "mean |")
     assert lines[2:] == ["| builtin | dry_wet | A | 0.100 | 0.200 | - | 1.000 |",
-                         "| builtin | dry_wet | B | 0.120 | 0.250 | 0.030 | - |",
+                         "| builtin | dry_wet | B | 0.120 | 0.250 | 0.030 (Adam 20) | - |",
                          "| realistic | wet | A | 0.300 | 0.500 | - | - |"]
     cli = load_script("bench/estimation.py", "bench_estimation")
     readme = tmp_path / "README.md"

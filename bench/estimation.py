@@ -92,9 +92,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=256, help="clips per set (protocol: 256)")
     ap.add_argument("--seed", type=int, default=None,
                     help="test-set seed (default: the protocol's; another seed = a validation set)")
-    ap.add_argument("--steps", type=int, default=None, help="refinement steps (default 20)")
-    ap.add_argument("--refine-method", default=None, choices=["gauss-newton", "adam"],
-                    help="refinement method (default gauss-newton)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="refinement steps (default: 20 Gauss-Newton, 50 Adam)")
+    ap.add_argument("--refine-method", default=None, choices=["auto", "gauss-newton", "adam"],
+                    help="refinement method (default auto: Gauss-Newton up to 8 settings, "
+                         "else Adam)")
     ap.add_argument("--lr", type=float, default=None, help="Adam's learning rate (adam only)")
     ap.add_argument("--step-counts", default="10,25,50,100,200",
                     help="step counts of the refinement report ('' for none)")
@@ -131,7 +133,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     seed = pm.BUILTIN_SEED if args.seed is None else args.seed
-    steps = pm.REFINE_STEPS if args.steps is None else args.steps
+    steps = args.steps  # None: the method's default budget (models.refine.DEFAULT_STEPS)
     lr = pm.REFINE_LR if args.lr is None else args.lr
     method = args.refine_method or pm.REFINE_METHOD
     counts = [int(c) for c in args.step_counts.split(",") if c.strip()]

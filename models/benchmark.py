@@ -37,7 +37,7 @@ from .encoders import uses_dry
 from .data.pool import SILENCE_DB, apply_level
 from .data.synth import SynthConfig, generate_clip
 from .metrics import si_sdr
-from .refine import refine_settings
+from .refine import DEFAULT_STEPS, refine_settings, resolve_method
 
 __all__ = [
     "PROTOCOL_VERSION", "FS", "NUM_SAMPLES", "BUILTIN_SEED", "ESTIMATORS", "REFINE_STEPS",
@@ -55,10 +55,11 @@ ESTIMATORS = ("mean", "noop", "model", "model+refine", "direct")
 # the refinement of model+refine and direct (models.refine.refine_settings): Gauss-Newton, 20 steps
 # by default (on the validation seed 777, Compressor dry_wet: threshold 0.0195 / 0.0134 / 0.0083
 # at 10 / 20 / 50 steps, every other setting below 0.001 from 10 steps; Adam at 0.05 after 50
-# steps: threshold 0.031, ratio 0.019, attack 0.026)
-REFINE_STEPS = 20
-REFINE_METHOD = "gauss-newton"
-REFINE_LR = 0.05  # Adam's (refine_method="adam")
+# steps: threshold 0.031, ratio 0.019, attack 0.026); "auto" takes Adam (50 steps) for the
+# multi-band processors (models.refine.resolve_method)
+REFINE_STEPS = DEFAULT_STEPS["gauss-newton"]
+REFINE_METHOD = "auto"
+REFINE_LR = 0.05  # Adam's
 STEP_COUNTS = (10, 25, 50, 100, 200)
 FRAME, FRAME_HOP = 1024, 256
 VALID_DB = -60.0  # frames of the dry audio above this level are valid
@@ -318,7 +319,7 @@ def _batched(fn, n: int, batch: int):
 
 
 def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
-                  seed: int = BUILTIN_SEED, refine_steps: int = REFINE_STEPS,
+                  seed: int = BUILTIN_SEED, refine_steps: Optional[int] = None,
                   refine_lr: float = REFINE_LR, step_counts: Sequence[int] = STEP_COUNTS,
                   batch: int = 32, progress: bool = True, refine_method: str = REFINE_METHOD,
                   log: Callable[[str], None] = print) -> tuple[list[dict], dict]:
@@ -328,6 +329,10 @@ def run_benchmark(case: BenchCase, dry: Tensor, set_name: str = "builtin",
     proc = case.processor
     n, P = dry.shape[0], proc.count_num_parameters()
     names = list(proc.param_names)
+    # the refinement: its method (auto: by the number of settings) and its default budget
+    refine_method = resolve_method(refine_method, P)
+    if refine_steps is None:
+        refine_steps = DEFAULT_STEPS[refine_method]
     true = settings_for(case.name, P, n, seed)
     with torch.no_grad():
         if hasattr(proc, "render_target"):  # a plugin: its real output and measured gain

@@ -91,8 +91,8 @@ class EffectEstimator(L.LightningModule):
             anneals fully on any hardware; the number of steps, and so the result, depends on
             the machine's speed).
         refine_steps, refine_lr, refine_method: test/predict-time refinement (dry_wet;
-            :func:`models.refine.refine_settings`: ``gauss-newton`` by default, ``adam`` at
-            ``refine_lr``); the test reports the network alone (``model``) and refined
+            :func:`models.refine.refine_settings`: ``auto`` by default, Gauss-Newton for
+            single-band processors and Adam at ``refine_lr`` for multi-band ones); the test reports the network alone (``model``) and refined
             (``model+refine``).
         trainable: train only this part of the encoder (a parameter-name prefix, e.g.
             ``"feedback"`` to train a feedback stage on a trained first stage); ``None``: all.
@@ -112,7 +112,7 @@ class EffectEstimator(L.LightningModule):
                  w_stft: float = 1.0, w_param: float = 1.0, w_gain: float = 0.0,
                  optimizer: Optional[Callable] = None, stft: Optional[dict] = None,
                  refine_steps: int = 0, refine_lr: float = 0.05,
-                 refine_method: str = "gauss-newton", w_unident: float = 1.0,
+                 refine_method: str = "auto", w_unident: float = 1.0,
                  scheduler: Optional[str] = None, warmup_frac: float = 0.03,
                  max_nonfinite_steps: int = 5, gain_from_epoch: int = 0,
                  stft_from_epoch: int = 0, trainable: Optional[str] = None,

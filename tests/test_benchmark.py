@@ -163,11 +163,18 @@ def test_gauss_newton_refinement_recovers_determined_settings():
     assert gn_err.mean() < 0.2 * (adam - true)[:, determined].abs().mean()
 
 
-def test_refinement_method_is_checked():
+def test_refinement_method_is_checked_and_auto_picks_by_size():
+    from models.refine import DEFAULT_STEPS, resolve_method
     comp = dynfx.Compressor(44100)
     x = torch.zeros(1, 1, 64)
     with pytest.raises(ValueError, match="method must be one of"):
         refine_settings(comp, x, x, torch.full((1, 6), 0.5), 2, method="lbfgs")
+    # auto: Gauss-Newton for the single-band processors, Adam for the multi-band ones
+    assert resolve_method("auto", comp.count_num_parameters()) == "gauss-newton"
+    mb = dynfx.MultiBandCompressor(44100).count_num_parameters()
+    assert resolve_method("auto", mb) == "adam" and resolve_method("gauss-newton", mb) == (
+        "gauss-newton")
+    assert DEFAULT_STEPS == {"gauss-newton": 20, "adam": 50}
 
 
 def test_frame_features_read_a_constant_gain_exactly():

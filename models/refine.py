@@ -112,6 +112,46 @@ def _refine_adam(processor, dry, wet, init, steps, lr, wanted, saved, times):
     return torch.sigmoid(logits).detach(), saved
 
 
+GN_EVAL_SAMPLES = 1 << 23  # samples (rows x channels x time) per processor call of a step
+GN_SUM_SAMPLES = 1 << 18  # samples per slice of the normal equations' float64 sums
+
+
+def _residuals(processor, dry, dry_db, target, pts):
+    """(K, P + 1, C T) float32 gain residuals (dB) of the K clips at their P + 1 points ``pts``
+    (K (P + 1), P) in logits; the processor runs on as many rows at once as
+    :data:`GN_EVAL_SAMPLES` allows (a long recording: one row a call)."""
+    K, per = dry.shape[0], pts.shape[0] // dry.shape[0]
+    clip = dry[0].numel()
+    rows = max(1, GN_EVAL_SAMPLES // max(clip, 1))
+    out = torch.empty(K * per, clip, dtype=dry.dtype)
+    owner = torch.arange(K).repeat_interleave(per)
+    for a in range(0, K * per, rows):
+        sl = slice(a, min(K * per, a + rows))
+        who = owner[sl]
+        y = processor(dry[who], norm_params=torch.sigmoid(pts[sl]).to(dry.dtype), validate=False)
+        gain = (F.amp_to_db(y.abs(), AMP_EPS) - dry_db[who]).clamp_min(GAIN_FLOOR_DB)
+        out[sl] = (gain - target[who]).flatten(1)
+    return out.view(K, per, clip)
+
+
+def _normal_equations(res, valid):
+    """``A = J^T W J`` and ``g = J^T W r`` (float64) of K clips from their residuals (K, P + 1,
+    N): the base point first, then one per setting (finite differences); ``W`` the L1 weights
+    ``1 / max(|r|, GN_IRLS_DB)`` on valid samples. Summed slice by slice of the samples (no
+    float64 copy of the whole Jacobian)."""
+    K, per, N = res.shape
+    A = torch.zeros(K, per - 1, per - 1, dtype=torch.float64)
+    g = torch.zeros(K, per - 1, dtype=torch.float64)
+    for a in range(0, N, GN_SUM_SAMPLES):
+        sl = slice(a, min(N, a + GN_SUM_SAMPLES))
+        r0 = res[:, 0, sl].double()
+        jac = (res[:, 1:, sl].double() - r0[:, None]) / GN_FD_STEP
+        wt = torch.where(valid[:, sl], 1.0 / r0.abs().clamp_min(GN_IRLS_DB), 0.0)
+        A += torch.einsum("kpn,kn,kqn->kpq", jac, wt, jac)
+        g += torch.einsum("kpn,kn,kn->kp", jac, wt, r0)
+    return A, g
+
+
 @torch.no_grad()
 def _refine_gauss_newton(processor, dry, wet, init, steps, wanted, saved, times):
     """Levenberg-Marquardt with L1 reweighting, group by group of :data:`GN_GROUP` clips; per
@@ -146,23 +186,15 @@ def _refine_gauss_newton(processor, dry, wet, init, steps, wanted, saved, times)
             rows = live.nonzero().flatten()
             if len(rows):
                 K = len(rows)
-                pts = (trial[rows, None, :] + shifts[None]).reshape(K * (P + 1), P)
-                y = processor(d[rows].repeat_interleave(P + 1, 0),
-                              norm_params=torch.sigmoid(pts).to(d.dtype), validate=False)
-                gain = (F.amp_to_db(y.abs(), AMP_EPS)
-                        - dry_db[rows].repeat_interleave(P + 1, 0)).clamp_min(GAIN_FLOOR_DB)
-                res = (gain - target[rows].repeat_interleave(P + 1, 0)).view(K, P + 1, -1)
-                r0 = res[:, 0].double()
+                res = _residuals(processor, d[rows], dry_db[rows], target[rows],
+                                 (trial[rows, None, :] + shifts[None]).reshape(K * (P + 1), P))
                 m = valid[rows].flatten(1)
-                new_loss = torch.where(m, r0.abs(), 0.0).sum(dim=1) / count[rows]
+                new_loss = torch.where(m, res[:, 0].abs(), 0.0).double().sum(dim=1) / count[rows]
                 better = new_loss < loss[rows]
                 # accepted trials: the new point, its normal equations (L1 by reweighting)
                 acc = rows[better]
                 if len(acc):
-                    jac = (res[better, 1:].double() - r0[better, None]) / GN_FD_STEP
-                    wt = torch.where(m[better], 1.0 / r0[better].abs().clamp_min(GN_IRLS_DB), 0.0)
-                    A[acc] = torch.einsum("kpn,kn,kqn->kpq", jac, wt, jac)
-                    g[acc] = torch.einsum("kpn,kn,kn->kp", jac, wt, r0[better])
+                    A[acc], g[acc] = _normal_equations(res[better], m[better])
                     # converged: an accepted step that hardly moved (not the first evaluation)
                     still = ((trial[acc] - theta[acc]).abs().amax(dim=1) < 1e-6) & (
                         loss[acc] < float("inf"))

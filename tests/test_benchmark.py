@@ -163,6 +163,24 @@ def test_gauss_newton_refinement_recovers_determined_settings():
     assert gn_err.mean() < 0.2 * (adam - true)[:, determined].abs().mean()
 
 
+def test_gauss_newton_bounds_its_memory_without_changing_the_result(monkeypatch):
+    # a long recording: the processor sees one row a call and the normal equations are summed
+    # slice by slice; the steps are those of one call over everything
+    import models.refine as mr
+    comp = dynfx.Compressor(44100)
+    torch.manual_seed(3)
+    dry = (torch.randn(2, 2, 6000) * torch.linspace(0.01, 0.4, 6000)).float()
+    true = torch.tensor([[0.6, 0.4, 0.3, 0.4, 0.5, 0.55], [0.7, 0.6, 0.5, 0.3, 0.4, 0.45]])
+    with torch.no_grad():
+        wet = comp(dry, norm_params=true)
+    init = torch.full_like(true, 0.5)
+    whole, _ = refine_settings(comp, dry, wet, init, 6)
+    monkeypatch.setattr(mr, "GN_EVAL_SAMPLES", 1)
+    monkeypatch.setattr(mr, "GN_SUM_SAMPLES", 1000)
+    sliced, _ = refine_settings(comp, dry, wet, init, 6)
+    torch.testing.assert_close(sliced, whole, rtol=0, atol=1e-4)
+
+
 def test_refinement_method_is_checked_and_auto_picks_by_size():
     from models.refine import DEFAULT_STEPS, resolve_method
     comp = dynfx.Compressor(44100)

@@ -171,6 +171,10 @@ def _gather(picks: list, names: dict, zero: str) -> str:
     return expr
 
 
+# a chunk's forward steps: the start and the end with range checks, the middle without
+_FORWARD_RANGES = ((True, "s0", "lo"), (False, "lo", "hi"), (True, "hi", "e1"))
+
+
 class _Gen:
     """The pieces of both kernels for one band count."""
 
@@ -204,10 +208,18 @@ class _Gen:
         return divmod(self.pos[k], LANES)
 
     # -- shared pieces --------------------------------------------------------------------
-    def coef_lines(self, p: str, row_b: str, indent: str) -> list[str]:
-        return [indent + "; ".join(f"c{j}_{i}{p} = vload(coef, (({row_b} * {self.regs} + {i}) * 5 "
-                                   f"+ {j}) * {LANES})" for j in range(5))
-                for i in range(self.regs)]
+    def row_lines(self, p: str, row: str, indent: str) -> list[str]:
+        """A row's batch item ``b{p}`` and channel ``ch{p}``, its audio ``xr{p}`` and the
+        coefficient registers of its item."""
+        return [indent + f"b{p} = {row} // channels; ch{p} = {row} - b{p} * channels",
+                *(indent + "; ".join(f"c{j}_{i}{p} = vload(coef, ((b{p} * {self.regs} + {i}) * 5 "
+                                     f"+ {j}) * {LANES})" for j in range(5))
+                  for i in range(self.regs)),
+                indent + f"xr{p} = x[b{p}, ch{p}]"]
+
+    def state_base(self, row: str, i: int) -> str:
+        """The flat index of register ``i``'s stored states of chunk ``q`` of ``row``."""
+        return f"(({row} * n_chunks + q) * {self.regs} + {i}) * {_STATES * LANES}"
 
     def input_lines(self, p: str, indent: str) -> list[str]:
         """``u0_i``: each lane's new input, its source's output of the previous step
@@ -253,24 +265,21 @@ class _Gen:
         ind2, ind3 = indent + "    ", indent + "        "
         lines = []
         for p, row in rows:
-            lines += [indent + f"b{p} = {row} // channels; ch{p} = {row} - b{p} * channels"]
-            lines += self.coef_lines(p, f"b{p}", indent)
+            lines += self.row_lines(p, row, indent)
             lines += [indent + "; ".join(f"{v} = zv" for i in range(self.regs)
                                          for v in self.state_names(p, i))]
-            lines += [indent + f"xr{p} = x[b{p}, ch{p}]"]
             lines += [indent + f"o{band}{p} = out[b{p}, {band}, ch{p}]" for band in range(self.n)]
         lines += [indent + "for q in range(n_chunks):"]
         for p, row in rows:
             for i in range(self.regs):
                 names = self.state_names(p, i)
                 lines += [ind2 + "; ".join(f"{v} = vflush({v}, TINY)" for v in names)]
-                lines += [ind2 + f"base = (({row} * n_chunks + q) * {self.regs} + {i}) * "
-                                 f"{_STATES * LANES}"]
+                lines += [ind2 + f"base = {self.state_base(row, i)}"]
                 lines += [ind2 + "; ".join(f"vstore(states, base + {LANES * m}, {v})"
                                            for m, v in enumerate(names))]
         lines += [ind2 + "s0 = q * chunk"]
         lines += self.ranges(ind2)
-        for guarded, lo, hi in (True, "s0", "lo"), (False, "lo", "hi"), (True, "hi", "e1"):
+        for guarded, lo, hi in _FORWARD_RANGES:
             lines += [ind2 + f"for s in range({lo}, {hi}):"]
             for p, _ in rows:
                 lines += [ind3 + f"xs{p} = vsplat({self.x_read(p, guarded)})"]
@@ -286,6 +295,14 @@ class _Gen:
         the audio one (most of the signal): there without the range checks of the ends."""
         return [indent + "e1 = min(s0 + chunk, total)",
                 indent + f"hi = max(min(e1, steps), s0); lo = min(max(s0, {self.lag}), hi)"]
+
+    @staticmethod
+    def g_read(band: int, lag: int, p: str, guarded: bool) -> str:
+        """Band ``band``'s gradient at the step's sample for a lane ``lag`` late (0 outside the
+        signal where ``guarded``)."""
+        if not guarded:
+            return f"numba.float64(g{band}{p}[s - {lag}])"
+        return f"g{band}{p}[s - {lag}] if s >= {lag} and s < steps + {lag} else 0.0"
 
     @staticmethod
     def x_read(p: str, guarded: bool) -> str:
@@ -322,9 +339,7 @@ class _Gen:
         lines = []
 
         def read(band, lag):
-            if not guarded:
-                return f"numba.float64(g{band}{p}[s - {lag}])"
-            return f"g{band}{p}[s - {lag}] if s >= {lag} and s < steps + {lag} else 0.0"
+            return self.g_read(band, lag, p, guarded)
 
         for band in range(self.n - 1):
             k = self.band_stage[band]
@@ -422,11 +437,10 @@ class _Gen:
         ind2, ind3 = indent + "    ", indent + "        "
         lines = []
         for p, row in rows:
-            lines += [indent + f"b{p} = {row} // channels; ch{p} = {row} - b{p} * channels"]
-            lines += self.coef_lines(p, f"b{p}", indent)
+            lines += self.row_lines(p, row, indent)
             lines += [indent + "; ".join(f"w0_{i}{p} = zv; w1_{i}{p} = zv; ep_{i}{p} = zv"
                                          for i in range(self.regs))]
-            lines += [indent + f"xr{p} = x[b{p}, ch{p}]; gxr{p} = gx[b{p}, ch{p}]"]
+            lines += [indent + f"gxr{p} = gx[b{p}, ch{p}]"]
             lines += [indent + f"g{band}{p} = gout[b{p}, {band}, ch{p}]" for band in range(self.n)]
             lines += [indent + f"vb{p} = np.empty(chunk * {self.row})"]
         lines += [indent + "for qq in range(n_chunks):",
@@ -440,8 +454,7 @@ class _Gen:
         lines += self.ranges(ind2)
         lag_ap = self.level[self.band_stage[self.n - 1]]
         for p, _ in rows:
-            lines += [ind2 + f"s = e1 - 1; gcar{p} = g{self.n - 1}{p}[s - {lag_ap}] if "
-                             f"s >= {lag_ap} and s < steps + {lag_ap} else 0.0"]
+            lines += [ind2 + f"s = e1 - 1; gcar{p} = {self.g_read(self.n - 1, lag_ap, p, True)}"]
         lines += [ind2 + "for s in range(e1 - 1, hi - 1, -1):",
                   *self.adjoint_rows(rows, ind3, True),
                   ind2 + "for s in range(hi - 1, lo - 1, -1):",
@@ -450,13 +463,12 @@ class _Gen:
                   *self.adjoint_rows(rows, ind3, True)]
         for p, row in rows:
             for i in range(self.regs):
-                lines += [ind2 + f"base = (({row} * n_chunks + q) * {self.regs} + {i}) * "
-                                 f"{_STATES * LANES}"]
+                lines += [ind2 + f"base = {self.state_base(row, i)}"]
                 lines += [ind2 + "; ".join(f"{v} = vload(states, base + {LANES * m})"
                                            for m, v in enumerate(self.state_names(p, i)))]
             lines += [ind2 + "; ".join(f"k{j}_{i}{p} = zv" for i in range(self.regs)
                                        for j in range(5))]
-        for guarded, lo, hi in (True, "s0", "lo"), (False, "lo", "hi"), (True, "hi", "e1"):
+        for guarded, lo, hi in _FORWARD_RANGES:
             lines += [ind2 + f"for s in range({lo}, {hi}):"]
             lines += self.recompute_rows(rows, ind3, guarded)
         for p, row in rows:

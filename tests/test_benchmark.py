@@ -118,15 +118,20 @@ def test_merge_replaces_only_the_groups_run_again():
     assert [r["value"] for r in merged] == [2, 3]
 
 
+def _compressor_case(dry, true):
+    """A Compressor, its output on ``dry`` at ``true`` and the middle-of-range start."""
+    comp = dynfx.Compressor(44100)
+    with torch.no_grad():
+        wet = comp(dry, norm_params=true)
+    return comp, wet, torch.full_like(true, 0.5)
+
+
 @pytest.mark.parametrize("method", ["gauss-newton", "adam"])
 def test_refinement_snapshots_and_convergence(method):
-    comp = dynfx.Compressor(44100)
     torch.manual_seed(0)
     dry = (torch.randn(2, 1, 16384) * torch.linspace(0.02, 0.3, 16384)).float()
     true = torch.tensor([[0.6, 0.5, 0.3, 0.4, 0.5, 0.5], [0.7, 0.6, 0.5, 0.5, 0.4, 0.6]])
-    with torch.no_grad():
-        wet = comp(dry, norm_params=true)
-    init = torch.full_like(true, 0.5)
+    comp, wet, init = _compressor_case(dry, true)
     times = {}
     final, snaps = refine_settings(comp, dry, wet, init, 30, 0.05, snapshots=[0, 10, 30],
                                    times=times, method=method)
@@ -146,15 +151,12 @@ def test_refinement_snapshots_and_convergence(method):
 def test_gauss_newton_refinement_recovers_determined_settings():
     # a level ramp through the threshold: every setting but the knee shapes the gain; from the
     # middle of every range, Gauss-Newton lands on the true settings (Adam's 30 steps do not)
-    comp = dynfx.Compressor(44100)
     torch.manual_seed(0)
     ramp = torch.logspace(-2.5, -0.3, 44100)
     bursts = 1.0 + 0.8 * torch.sign(torch.sin(torch.arange(44100) / 2000.0))
     dry = (torch.randn(2, 1, 44100) * ramp * bursts).float()
     true = torch.tensor([[0.6, 0.4, 0.3, 0.4, 0.5, 0.55], [0.75, 0.6, 0.5, 0.3, 0.4, 0.45]])
-    with torch.no_grad():
-        wet = comp(dry, norm_params=true)
-    init = torch.full_like(true, 0.5)
+    comp, wet, init = _compressor_case(dry, true)
     gn, _ = refine_settings(comp, dry, wet, init, 30)
     adam, _ = refine_settings(comp, dry, wet, init, 30, 0.05, method="adam")
     determined = [i for i, n in enumerate(comp.param_names) if n != "knee_db"]
@@ -167,13 +169,10 @@ def test_gauss_newton_bounds_its_memory_without_changing_the_result(monkeypatch)
     # a long recording: the processor sees one row a call and the normal equations are summed
     # slice by slice; the steps are those of one call over everything
     import models.refine as mr
-    comp = dynfx.Compressor(44100)
     torch.manual_seed(3)
     dry = (torch.randn(2, 2, 6000) * torch.linspace(0.01, 0.4, 6000)).float()
     true = torch.tensor([[0.6, 0.4, 0.3, 0.4, 0.5, 0.55], [0.7, 0.6, 0.5, 0.3, 0.4, 0.45]])
-    with torch.no_grad():
-        wet = comp(dry, norm_params=true)
-    init = torch.full_like(true, 0.5)
+    comp, wet, init = _compressor_case(dry, true)
     whole, _ = refine_settings(comp, dry, wet, init, 6)
     monkeypatch.setattr(mr, "GN_EVAL_SAMPLES", 1)
     monkeypatch.setattr(mr, "GN_SUM_SAMPLES", 1000)
